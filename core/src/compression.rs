@@ -1,0 +1,1 @@
+//! Per-chunk compression schemes of the xorb format.

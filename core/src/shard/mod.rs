@@ -1,0 +1,1 @@
+//! The shard format: file reconstructions and xorb chunk lists.

@@ -1,0 +1,1 @@
+//! The xorb format: chunk records, builder, parser and storage footer.
