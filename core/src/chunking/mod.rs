@@ -18,7 +18,6 @@ pub use stream::{ChunkedBlock, ChunkedBlocks, DEFAULT_BLOCK_SIZE};
 
 use crate::hash::{MerkleHash, chunk_hash};
 use gear::Lane;
-use segmented::LANES;
 
 /// One chunk of an input: where it lies and its hash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,13 +60,18 @@ pub fn chunk_boundaries_sequential(data: &[u8]) -> Vec<usize> {
 
 /// Chunk boundaries of a whole input on the calling thread (exclusive ends).
 pub fn chunk_boundaries(data: &[u8]) -> Vec<usize> {
-    segmented::boundaries(data, LANES, 1, true)
+    segmented::boundaries(data, segmented::lanes_per_thread(), 1, true)
 }
 
 /// Chunk boundaries of a whole input using up to `threads` threads; identical
 /// to [`chunk_boundaries_sequential`].
 pub fn chunk_boundaries_parallel(data: &[u8], threads: usize) -> Vec<usize> {
-    segmented::boundaries(data, LANES * threads.max(1), threads.max(1), true)
+    segmented::boundaries(
+        data,
+        segmented::lanes_per_thread() * threads.max(1),
+        threads.max(1),
+        true,
+    )
 }
 
 /// Hashes the chunks delimited by `boundaries` (exclusive ends), on up to `threads` threads.

@@ -10,12 +10,10 @@
 //! meeting point; if they never meet, it re-scans the whole segment, so the
 //! result is exact whatever the data.
 
-use super::gear::{Lane, scan_interleaved};
+use super::gear::{Lane, preferred_lanes, scan_interleaved};
 
 /// Smallest segment worth scanning on its own (smaller ones cost more to stitch than they save).
 pub(crate) const MIN_SEGMENT: usize = 8 * 1024 * 1024;
-/// Lanes one thread scans in lock-step.
-pub(crate) const LANES: usize = 4;
 
 /// Candidate cuts of one segment, as found by a lane started at its beginning.
 #[derive(Debug, Default)]
@@ -35,21 +33,31 @@ fn segment_starts(len: usize, n: usize) -> Vec<usize> {
     (0..n).map(|i| len / n * i).collect()
 }
 
-/// Scans a group of consecutive segments on this thread, interleaving up to [`LANES`] lanes.
+/// Scans a group of consecutive segments on this thread, as many in lock-step as the CPU likes.
 fn scan_group(data: &[u8], bounds: &[(usize, usize)]) -> Vec<SegmentScan> {
+    let lanes = preferred_lanes();
     let mut out = Vec::with_capacity(bounds.len());
-    for group in bounds.chunks(LANES) {
-        match group.len() {
+    let mut rest = bounds;
+    while !rest.is_empty() {
+        let take = [8, 4, 2, 1]
+            .into_iter()
+            .find(|&k| k <= lanes && k <= rest.len())
+            .unwrap_or(1);
+        let (group, tail) = rest.split_at(take);
+        match take {
+            8 => out.extend(scan_k::<8>(data, group)),
             4 => out.extend(scan_k::<4>(data, group)),
             2 => out.extend(scan_k::<2>(data, group)),
-            _ => {
-                for &b in group {
-                    out.extend(scan_k::<1>(data, &[b]));
-                }
-            }
+            _ => out.extend(scan_k::<1>(data, group)),
         }
+        rest = tail;
     }
     out
+}
+
+/// Segments worth giving each thread: as many as it scans in lock-step.
+pub(crate) fn lanes_per_thread() -> usize {
+    preferred_lanes()
 }
 
 /// Scans exactly `K` segments with `K` interleaved lanes.

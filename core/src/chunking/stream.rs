@@ -88,7 +88,7 @@ impl<R: Read> Iterator for ChunkedBlocks<R> {
             }
             let ends = segmented::boundaries(
                 &buf,
-                segmented::LANES * self.threads,
+                segmented::lanes_per_thread() * self.threads,
                 self.threads,
                 self.eof,
             );
