@@ -55,6 +55,17 @@ pub enum Error {
         /// The largest size accepted.
         limit: usize,
     },
+    /// A file's declared hash differs from the hash of the chunks its terms reference.
+    #[error("file hash mismatch: declared {expected}, but its chunks hash to {actual}")]
+    FileHashMismatch {
+        /// The hash the file was registered under.
+        expected: MerkleHash,
+        /// The hash recomputed from its chunks.
+        actual: MerkleHash,
+    },
+    /// A file term references a xorb that is not known.
+    #[error("unknown xorb {0}")]
+    UnknownXorb(MerkleHash),
 }
 
 impl Error {
@@ -69,6 +80,8 @@ impl Error {
             Error::Decompression { .. } => "decompression_failed",
             Error::MalformedShard(_) => "malformed_shard",
             Error::ShardTooLarge { .. } => "shard_too_large",
+            Error::FileHashMismatch { .. } => "file_hash_mismatch",
+            Error::UnknownXorb(_) => "unknown_xorb",
         }
     }
 }
