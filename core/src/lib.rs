@@ -13,6 +13,7 @@ pub mod compression;
 pub mod constants;
 pub mod dedup;
 pub mod error;
+pub mod fuzzing;
 pub mod hash;
 pub mod merkle;
 pub mod shard;
