@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use cas_compat::datasets;
 use cas_core::chunking;
+use cas_core::xorb::{AddChunk, XorbBuilder};
 
 /// Best of `reps` runs of `f`, in seconds.
 fn best_of(reps: usize, mut f: impl FnMut()) -> f64 {
@@ -38,6 +39,59 @@ fn reference_chunk_and_hash(data: &[u8]) -> usize {
     chunker.next_block(data, true).len()
 }
 
+/// Packs chunks into xorbs with our builder (automatic compression); returns total serialized bytes.
+fn ours_build_xorbs(data: &[u8], chunks: &[chunking::Chunk]) -> usize {
+    let mut builder = XorbBuilder::new();
+    let mut total = 0;
+    for c in chunks {
+        let bytes = &data[c.range()];
+        if let Ok(AddChunk::Full) = builder.add_chunk_with_hash(bytes, c.hash) {
+            total += builder.finish().expect("non-empty xorb").bytes.len();
+            let added = builder
+                .add_chunk_with_hash(bytes, c.hash)
+                .expect("chunk fits an empty xorb");
+            assert!(matches!(added, AddChunk::Added(_)));
+        }
+    }
+    if !builder.is_empty() {
+        total += builder.finish().expect("non-empty xorb").bytes.len();
+    }
+    total
+}
+
+/// Packs the same chunks with the reference serializer (its default: automatic, re-tested every 32 chunks).
+fn reference_build_xorbs(chunks: &[xet_core_structures::xorb_object::Chunk]) -> usize {
+    use xet_core_structures::xorb_object::{CompressionScheme, RawXorbData, SerializedXorbObject};
+    let mut total = 0;
+    let mut start = 0;
+    let mut bytes = 0;
+    let flush = |s: usize, e: usize| {
+        let raw = RawXorbData::from_chunks(&chunks[s..e], vec![0]);
+        let x = SerializedXorbObject::from_xorb_with_compression(
+            raw,
+            CompressionScheme::Auto,
+            false,
+            32,
+        )
+        .expect("reference serializes");
+        x.serialized_data.len()
+    };
+    for (i, c) in chunks.iter().enumerate() {
+        if bytes + c.data.len() > cas_core::constants::MAX_XORB_BYTES
+            || i - start == cas_core::constants::MAX_XORB_CHUNKS
+        {
+            total += flush(start, i);
+            start = i;
+            bytes = 0;
+        }
+        bytes += c.data.len();
+    }
+    if start < chunks.len() {
+        total += flush(start, chunks.len());
+    }
+    total
+}
+
 fn main() {
     let mb: usize = std::env::var("BENCH_MB")
         .ok()
@@ -65,6 +119,22 @@ fn main() {
             .all(|(a, b)| a.len == b.data.len() && a.hash.0 == *b.hash.as_bytes())
     );
     assert_eq!(chunking::chunk_and_hash_parallel(&data, threads), ours);
+
+    let mut xorb_sizes = (0, 0);
+    let xorb_rows: Vec<(&str, f64)> = vec![
+        (
+            "reference: xorb build (auto)",
+            best_of(reps, || {
+                xorb_sizes.1 = black_box(reference_build_xorbs(&reference));
+            }),
+        ),
+        (
+            "ours: xorb build (auto), 1 thread",
+            best_of(reps, || {
+                xorb_sizes.0 = black_box(ours_build_xorbs(&data, &ours));
+            }),
+        ),
+    ];
     drop(reference);
 
     let rows: Vec<(&str, f64)> = vec![
@@ -105,6 +175,7 @@ fn main() {
             }),
         ),
     ];
+    let rows: Vec<(&str, f64)> = rows.into_iter().chain(xorb_rows).collect();
     let get = |name: &str| {
         rows.iter()
             .find(|r| r.0 == name)
@@ -141,5 +212,17 @@ fn main() {
         "{:<52} {:>6.2}x",
         "chunk+hash, all threads / reference",
         get("reference: chunk+hash") / get("ours: chunk+hash, all threads")
+    );
+    println!(
+        "{:<52} {:>6.2}x",
+        "xorb build / reference",
+        get("reference: xorb build (auto)") / get("ours: xorb build (auto), 1 thread")
+    );
+    println!(
+        "{:<52} {:>6.3}  ({} vs {} bytes)",
+        "xorb bytes, ours / reference (lower is better)",
+        xorb_sizes.0 as f64 / xorb_sizes.1 as f64,
+        xorb_sizes.0,
+        xorb_sizes.1
     );
 }

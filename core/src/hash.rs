@@ -188,7 +188,7 @@ mod tests {
             *x = i as u8;
         }
         let h = MerkleHash(b);
-        let s = "07060504030201000f0e0d0c0b0a0908171615141312111f1e1d1c1b1a1918";
+        let s = "07060504030201000f0e0d0c0b0a090817161514131211101f1e1d1c1b1a1918";
         assert_eq!(h.to_hex(), s);
         assert_eq!(h.to_string(), s);
         assert_eq!(MerkleHash::from_hex(s).unwrap(), h);

@@ -4,7 +4,9 @@
 use std::path::Path;
 
 fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
     let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| {
@@ -38,4 +40,9 @@ fn replay(target: &str, check: fn(&[u8])) {
 #[test]
 fn shard_parse_corpus() {
     replay("shard_parse", cas_core::fuzzing::check_shard_bytes);
+}
+
+#[test]
+fn xorb_parse_corpus() {
+    replay("xorb_parse", cas_core::fuzzing::check_xorb_bytes);
 }

@@ -1,0 +1,419 @@
+//! Walking, decoding and validating chunk records (server write path and
+//! client download path).
+
+use std::ops::Range;
+
+use crate::compression::{CompressionScheme, Decompressor};
+use crate::constants::{MAX_SERIALIZED_XORB_BYTES, MAX_XORB_BYTES, MAX_XORB_CHUNKS};
+use crate::error::{Error, Result};
+use crate::hash::{MerkleHash, chunk_hash};
+use crate::merkle::xorb_hash;
+
+use super::chunk_header::{CHUNK_HEADER_LEN, ChunkHeader, is_footer_marker};
+use super::footer::XorbFooter;
+use super::{ChunkInfo, chunk_byte_range};
+
+/// One chunk record, not decoded: its header and payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawChunk<'a> {
+    /// Index of the chunk in the records walked.
+    pub index: usize,
+    /// Offset of the header in the bytes walked.
+    pub offset: usize,
+    /// Offset of the chunk's data in the uncompressed stream of the records walked.
+    pub uncompressed_offset: usize,
+    /// The checked header.
+    pub header: ChunkHeader,
+    /// The payload (`header.compressed_len()` bytes).
+    pub payload: &'a [u8],
+}
+
+/// An iterator over the chunk records of a xorb or range body, checking each
+/// header and the xorb limits but not decoding payloads.
+///
+/// Yields `Err` once for the first problem, then ends. Errors: a truncated
+/// header or payload, or a bad header, gives [`Error::MalformedXorb`] (or
+/// [`Error::UnknownCompression`]); more than [`MAX_XORB_CHUNKS`] chunks or
+/// [`MAX_XORB_BYTES`] raw bytes gives [`Error::XorbTooLarge`].
+#[derive(Debug, Clone)]
+pub struct ChunkRecords<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    index: usize,
+    raw_len: usize,
+    allow_footer: bool,
+    footer_start: Option<usize>,
+    done: bool,
+}
+
+impl<'a> ChunkRecords<'a> {
+    /// Records of a range body: chunk records only (a footer marker is an error).
+    pub fn new(body: &'a [u8]) -> Self {
+        ChunkRecords {
+            bytes: body,
+            pos: 0,
+            index: 0,
+            raw_len: 0,
+            allow_footer: false,
+            footer_start: None,
+            done: false,
+        }
+    }
+
+    /// Records of a whole xorb, which may end with a storage footer: iteration
+    /// stops at the footer marker and [`footer_start`](Self::footer_start) tells where it is.
+    pub fn with_footer(xorb: &'a [u8]) -> Self {
+        ChunkRecords {
+            allow_footer: true,
+            ..Self::new(xorb)
+        }
+    }
+
+    /// Where the footer starts, once iteration reached it.
+    pub fn footer_start(&self) -> Option<usize> {
+        self.footer_start
+    }
+
+    /// Offset of the next record.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// Raw bytes of the records walked so far.
+    pub fn raw_len(&self) -> usize {
+        self.raw_len
+    }
+
+    fn next_record(&mut self) -> Result<Option<RawChunk<'a>>> {
+        let rest = &self.bytes[self.pos..];
+        if rest.is_empty() {
+            return Ok(None);
+        }
+        if self.allow_footer && is_footer_marker(rest) {
+            self.footer_start = Some(self.pos);
+            return Ok(None);
+        }
+        let Some(head) = rest.first_chunk::<CHUNK_HEADER_LEN>() else {
+            return Err(Error::MalformedXorb(format!(
+                "chunk {}: truncated header at offset {} ({} bytes left)",
+                self.index,
+                self.pos,
+                rest.len()
+            )));
+        };
+        if self.index >= MAX_XORB_CHUNKS {
+            return Err(Error::XorbTooLarge(format!(
+                "more than {MAX_XORB_CHUNKS} chunks"
+            )));
+        }
+        let header = ChunkHeader::parse(head, self.index)?;
+        if self.raw_len + header.uncompressed_len() > MAX_XORB_BYTES {
+            return Err(Error::XorbTooLarge(format!(
+                "chunks hold more than {MAX_XORB_BYTES} raw bytes"
+            )));
+        }
+        let Some(payload) = rest.get(CHUNK_HEADER_LEN..header.record_len()) else {
+            return Err(Error::MalformedXorb(format!(
+                "chunk {}: payload truncated ({} bytes declared, {} left)",
+                self.index,
+                header.compressed_len(),
+                rest.len() - CHUNK_HEADER_LEN
+            )));
+        };
+        let chunk = RawChunk {
+            index: self.index,
+            offset: self.pos,
+            uncompressed_offset: self.raw_len,
+            header,
+            payload,
+        };
+        self.pos += header.record_len();
+        self.index += 1;
+        self.raw_len += header.uncompressed_len();
+        Ok(Some(chunk))
+    }
+}
+
+impl<'a> Iterator for ChunkRecords<'a> {
+    type Item = Result<RawChunk<'a>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let r = self.next_record().transpose();
+        if !matches!(r, Some(Ok(_))) {
+            self.done = true;
+        }
+        r
+    }
+}
+
+impl std::iter::FusedIterator for ChunkRecords<'_> {}
+
+/// One decoded chunk, borrowed from a [`ChunkDecoder`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodedChunk<'b> {
+    /// Index of the chunk in the records decoded.
+    pub index: usize,
+    /// Offset of its header in the bytes decoded.
+    pub offset: usize,
+    /// Offset of its data in the uncompressed stream of the records decoded.
+    pub uncompressed_offset: usize,
+    /// Its header.
+    pub header: ChunkHeader,
+    /// The uncompressed data (`header.uncompressed_len()` bytes).
+    pub data: &'b [u8],
+}
+
+/// Decodes chunk records one at a time into one reused buffer (raw chunks are
+/// borrowed from the input, not copied).
+///
+/// ```no_run
+/// # use cas_core::xorb::ChunkDecoder;
+/// # fn f(body: &[u8]) -> cas_core::Result<()> {
+/// let mut decoder = ChunkDecoder::new(body);
+/// while let Some(chunk) = decoder.next_chunk() {
+///     let chunk = chunk?;
+///     println!("chunk {}: {} bytes", chunk.index, chunk.data.len());
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct ChunkDecoder<'a> {
+    records: ChunkRecords<'a>,
+    decompressor: Decompressor,
+    buf: Vec<u8>,
+}
+
+impl<'a> ChunkDecoder<'a> {
+    /// A decoder for a range body (chunk records only).
+    pub fn new(body: &'a [u8]) -> Self {
+        Self::from_records(ChunkRecords::new(body))
+    }
+
+    /// A decoder for a whole xorb that may end with a storage footer.
+    pub fn with_footer(xorb: &'a [u8]) -> Self {
+        Self::from_records(ChunkRecords::with_footer(xorb))
+    }
+
+    fn from_records(records: ChunkRecords<'a>) -> Self {
+        ChunkDecoder {
+            records,
+            decompressor: Decompressor::new(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// Where the footer starts, once decoding reached it.
+    pub fn footer_start(&self) -> Option<usize> {
+        self.records.footer_start()
+    }
+
+    /// Decodes the next chunk; `None` at the end. After an error, returns `None`.
+    pub fn next_chunk(&mut self) -> Option<Result<DecodedChunk<'_>>> {
+        let raw = match self.records.next()? {
+            Ok(raw) => raw,
+            Err(e) => return Some(Err(e)),
+        };
+        let len = raw.header.uncompressed_len();
+        let data: &[u8] = if raw.header.scheme() == CompressionScheme::None {
+            if raw.payload.len() != len {
+                self.records.done = true;
+                return Some(Err(Error::Decompression {
+                    index: raw.index,
+                    reason: format!(
+                        "uncompressed payload is {} bytes, header declares {len}",
+                        raw.payload.len()
+                    ),
+                }));
+            }
+            raw.payload
+        } else {
+            // The header check bounds `len`; the buffer only ever grows to the
+            // largest chunk seen.
+            if self.buf.len() < len {
+                self.buf.resize(len, 0);
+            }
+            let dst = &mut self.buf[..len];
+            if let Err(e) =
+                self.decompressor
+                    .decompress_into(raw.index, raw.payload, raw.header.scheme(), dst)
+            {
+                self.records.done = true;
+                return Some(Err(e));
+            }
+            dst
+        };
+        Some(Ok(DecodedChunk {
+            index: raw.index,
+            offset: raw.offset,
+            uncompressed_offset: raw.uncompressed_offset,
+            header: raw.header,
+            data,
+        }))
+    }
+}
+
+/// Decodes every chunk of a range body, handing each to `f` in order; returns
+/// the number of chunks. Stops at the first error, from decoding or from `f`.
+pub fn decode_chunk_records<E: From<Error>>(
+    body: &[u8],
+    mut f: impl FnMut(&DecodedChunk<'_>) -> std::result::Result<(), E>,
+) -> std::result::Result<usize, E> {
+    let mut decoder = ChunkDecoder::new(body);
+    let mut n = 0;
+    while let Some(chunk) = decoder.next_chunk() {
+        f(&chunk?)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Decodes a range body (the chunk records of a ranged fetch) and appends the
+/// uncompressed bytes to `out`.
+///
+/// Returns the chunk boundaries relative to where the data starts in `out`:
+/// `n + 1` offsets, `0` first and the total length last, so chunk `i` is
+/// `out[start + b[i]..start + b[i + 1]]`. An empty body is an error (a fetch
+/// covers at least one chunk), as is anything [`ChunkDecoder`] rejects; on
+/// error `out` is left as it was.
+pub fn decode_range_body(body: &[u8], out: &mut Vec<u8>) -> Result<Vec<usize>> {
+    if body.is_empty() {
+        return Err(Error::MalformedXorb("empty range body".into()));
+    }
+    let start = out.len();
+    let mut decompressor = Decompressor::new();
+    let mut bounds = vec![0];
+    let mut run = || -> Result<()> {
+        for raw in ChunkRecords::new(body) {
+            let raw = raw?;
+            decompressor.decompress_chunk(
+                raw.index,
+                raw.payload,
+                raw.header.scheme(),
+                raw.header.uncompressed_len(),
+                out,
+            )?;
+            bounds.push(out.len() - start);
+        }
+        Ok(())
+    };
+    match run() {
+        Ok(()) => Ok(bounds),
+        Err(e) => {
+            out.truncate(start);
+            Err(e)
+        }
+    }
+}
+
+/// A fully checked xorb.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedXorb {
+    /// The xorb hash recomputed from the chunks.
+    pub hash: MerkleHash,
+    /// Every chunk, with its recomputed hash.
+    pub chunks: Vec<ChunkInfo>,
+    /// Length of the chunk records (the offset of the footer, if any).
+    pub body_len: usize,
+    /// The storage footer, if the bytes ended with one (checked against the chunks).
+    pub footer: Option<XorbFooter>,
+}
+
+impl ParsedXorb {
+    /// Number of chunks.
+    pub fn num_chunks(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// Total uncompressed length of the chunks.
+    pub fn raw_len(&self) -> usize {
+        self.chunks.last().map_or(0, |c| c.uncompressed_range().end)
+    }
+
+    /// The footer to store with this xorb: the parsed one if present (keeping
+    /// its reserved bytes), else a fresh one.
+    pub fn storage_footer(&self) -> XorbFooter {
+        self.footer
+            .clone()
+            .unwrap_or_else(|| XorbFooter::from_chunks(self.hash, &self.chunks))
+    }
+
+    /// The serialized byte range of chunks `chunks` (see [`chunk_byte_range`]).
+    pub fn byte_range(&self, chunks: Range<usize>) -> Option<Range<usize>> {
+        chunk_byte_range(&self.chunks, chunks)
+    }
+}
+
+/// Parses and fully checks a serialized xorb, with or without a storage footer.
+///
+/// In order: the input length (at most [`MAX_SERIALIZED_XORB_BYTES`], checked
+/// before any work); each record's header and the xorb limits; each payload
+/// decodes to exactly its declared length (bounded, into one reused buffer);
+/// each chunk is hashed, and the xorb hash computed. The records must end
+/// exactly at the end of the input or at a footer, which must then parse
+/// completely and agree with the chunks and the hash. At least one chunk is
+/// required.
+pub fn parse_xorb(bytes: &[u8]) -> Result<ParsedXorb> {
+    parse_xorb_with(bytes, |_, _| {})
+}
+
+/// [`parse_xorb`], also handing each chunk's decoded data to `f` as it is checked.
+pub fn parse_xorb_with(bytes: &[u8], mut f: impl FnMut(&ChunkInfo, &[u8])) -> Result<ParsedXorb> {
+    if bytes.len() > MAX_SERIALIZED_XORB_BYTES {
+        return Err(Error::XorbTooLarge(format!(
+            "{} serialized bytes exceed the {MAX_SERIALIZED_XORB_BYTES}-byte limit",
+            bytes.len()
+        )));
+    }
+    let mut decoder = ChunkDecoder::with_footer(bytes);
+    let mut chunks = Vec::new();
+    while let Some(chunk) = decoder.next_chunk() {
+        let chunk = chunk?;
+        let info = ChunkInfo {
+            hash: chunk_hash(chunk.data),
+            scheme: chunk.header.scheme(),
+            serialized_offset: chunk.offset,
+            serialized_len: chunk.header.record_len(),
+            uncompressed_offset: chunk.uncompressed_offset,
+            uncompressed_len: chunk.data.len(),
+        };
+        f(&info, chunk.data);
+        chunks.push(info);
+    }
+    if chunks.is_empty() {
+        return Err(Error::MalformedXorb(
+            "a xorb needs at least one chunk".into(),
+        ));
+    }
+    let leaves: Vec<(MerkleHash, u64)> = chunks.iter().map(ChunkInfo::leaf).collect();
+    let hash = xorb_hash(&leaves);
+    let (body_len, footer) = match decoder.footer_start() {
+        None => (bytes.len(), None),
+        Some(start) => {
+            let footer = XorbFooter::parse(&bytes[start..])?;
+            footer.check_matches(&hash, &chunks)?;
+            (start, Some(footer))
+        }
+    };
+    Ok(ParsedXorb {
+        hash,
+        chunks,
+        body_len,
+        footer,
+    })
+}
+
+/// [`parse_xorb`], then checks the recomputed hash against the name the xorb
+/// was uploaded under ([`Error::XorbHashMismatch`] if they differ).
+pub fn validate_xorb(bytes: &[u8], expected: &MerkleHash) -> Result<ParsedXorb> {
+    let parsed = parse_xorb(bytes)?;
+    if parsed.hash != *expected {
+        return Err(Error::XorbHashMismatch {
+            expected: *expected,
+            actual: parsed.hash,
+        });
+    }
+    Ok(parsed)
+}
