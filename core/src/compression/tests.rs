@@ -7,6 +7,7 @@ use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 
+use super::lz4_frame::xxh32;
 use super::*;
 
 fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
