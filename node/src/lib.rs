@@ -1,0 +1,10 @@
+//! The CAS node: one process of the multi-region cluster.
+//!
+//! Layers, bottom up:
+//! - [`config`]: the node's configuration (TOML file plus environment overrides);
+//! - [`auth`]: signed bearer tokens with read/write scopes;
+//! - [`store`]: xorbs and shards in S3 (and an embedded S3 server for local runs).
+
+pub mod auth;
+pub mod config;
+pub mod store;

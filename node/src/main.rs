@@ -1,0 +1,170 @@
+//! `cas-node`: the CAS node binary.
+//!
+//! Subcommands:
+//! - `cas-node token issue [--config FILE] --scope read|write --subject NAME [--ttl 24h] [--json]`
+//!   prints a signed bearer token (with `--json`: the token, its claims and its expiry);
+//! - `cas-node config check [--config FILE]` prints the effective configuration (file plus
+//!   `CAS_NODE__…` environment overrides) with secrets redacted, or exits non-zero with
+//!   every refused setting named.
+
+use anyhow::Context as _;
+use cas_node::auth::{Scope, Tokens};
+use cas_node::config::{Mode, NodeConfig, parse_duration};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// The CAS node: Xet HTTP and gRPC APIs over a multi-region content-addressed store.
+#[derive(Debug, Parser)]
+#[command(name = "cas-node", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Bearer tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// The node configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Issue a signed bearer token with the configured secret.
+    Issue(IssueArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration and print it, secrets redacted.
+    Check(ConfigArgs),
+}
+
+#[derive(Debug, Args)]
+struct ConfigArgs {
+    /// TOML configuration file (defaults and CAS_NODE__SECTION__FIELD variables apply).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct IssueArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Scope to grant: read or write (write implies read); may be repeated.
+    #[arg(long = "scope", required = true, value_name = "SCOPE", value_parser = parse_scope)]
+    scopes: Vec<Scope>,
+    /// Who the token is for (user, service or CI job).
+    #[arg(long, value_name = "NAME")]
+    subject: String,
+    /// Lifetime, e.g. 30s, 15m, 24h, 7d (at most auth.max_token_ttl).
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_ttl)]
+    ttl: Duration,
+    /// Print JSON: the token, its claims and its expiry (Hub token-endpoint field names).
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_scope(text: &str) -> Result<Scope, String> {
+    text.parse().map_err(|e| format!("{e}"))
+}
+
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    parse_duration(text).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("cas-node: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Token(TokenCommand::Issue(args)) => issue(args),
+        Command::Config(ConfigCommand::Check(args)) => check(args),
+    }
+}
+
+fn load(args: &ConfigArgs) -> anyhow::Result<NodeConfig> {
+    Ok(NodeConfig::load(args.config.as_deref(), Mode::Serve)?)
+}
+
+fn issue(args: IssueArgs) -> anyhow::Result<()> {
+    let config = load(&args.config)?;
+    let tokens = Tokens::from_config(&config.auth)?;
+    let issued = tokens
+        .issue(&args.subject, args.scopes, args.ttl)
+        .context("cannot issue token")?;
+    if args.json {
+        let claims = &issued.claims;
+        let out = serde_json::json!({
+            "accessToken": issued.token,
+            "exp": claims.exp,
+            "casUrl": config.http.public_url(),
+            "subject": claims.sub,
+            "scopes": claims.scope.iter().map(Scope::as_str).collect::<Vec<_>>(),
+            "tokenId": claims.jti,
+            "issuedAt": claims.iat,
+            "expiresAt": rfc3339(claims.exp),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("{}", issued.token);
+    }
+    Ok(())
+}
+
+fn check(args: ConfigArgs) -> anyhow::Result<()> {
+    let config = load(&args)?;
+    print!(
+        "# effective cas-node configuration (secrets redacted)\n{}",
+        config.to_redacted_toml()?
+    );
+    Ok(())
+}
+
+/// Unix seconds as an RFC 3339 UTC timestamp, e.g. `2026-08-22T10:00:00Z`.
+fn rfc3339(unix: u64) -> String {
+    let days = unix / 86_400;
+    let secs = unix % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3_600,
+        secs % 3_600 / 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339;
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(4_102_444_799), "2099-12-31T23:59:59Z");
+    }
+}

@@ -1,0 +1,1 @@
+//! Object storage: xorbs and shards in an S3 bucket.
