@@ -117,72 +117,27 @@ fn json_output_has_token_and_expiry() {
     assert!(claims.allows(Scope::Read), "write implies read");
 }
 
+/// Environment variables given to one `cas-node` run.
+type Env<'a> = &'a [(&'a str, &'a str)];
+
 #[test]
 fn token_issue_refuses_bad_input() {
-    let env = [("CAS_NODE__AUTH__TOKEN_SECRET", SECRET)];
-    let out = cas_node(
-        &["token", "issue", "--scope", "admin", "--subject", "a"],
-        &env,
-    );
-    assert_eq!(out.status.code(), Some(2), "clap usage error");
-    assert!(
-        stderr(&out).contains("\"admin\" is not a scope"),
-        "{}",
-        stderr(&out)
-    );
-
-    let out = cas_node(
-        &[
-            "token",
-            "issue",
-            "--scope",
-            "read",
-            "--subject",
-            "a",
-            "--ttl",
-            "24",
-        ],
-        &env,
-    );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("is not a duration"),
-        "{}",
-        stderr(&out)
-    );
-
-    let out = cas_node(
-        &[
-            "token",
-            "issue",
-            "--scope",
-            "read",
-            "--subject",
-            "a",
-            "--ttl",
-            "400d",
-        ],
-        &env,
-    );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("exceeds the maximum"),
-        "{}",
-        stderr(&out)
-    );
-
-    // No secret anywhere.
-    let out = cas_node(
-        &["token", "issue", "--scope", "read", "--subject", "a"],
-        &[],
-    );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("auth.token_secret: required"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(out.stdout.is_empty());
+    let env: Env = &[("CAS_NODE__AUTH__TOKEN_SECRET", SECRET)];
+    let issue = ["token", "issue", "--subject", "a", "--scope"];
+    // (extra arguments, environment, exit code, expected message)
+    let cases: [(&[&str], Env, i32, &str); 4] = [
+        (&["admin"], env, 2, "\"admin\" is not a scope"),
+        (&["read", "--ttl", "24"], env, 2, "is not a duration"),
+        (&["read", "--ttl", "400d"], env, 1, "exceeds the maximum"),
+        (&["read"], &[], 1, "auth.token_secret: required"),
+    ];
+    for (extra, env, code, needle) in cases {
+        let args: Vec<&str> = issue.iter().chain(extra).copied().collect();
+        let out = cas_node(&args, env);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+        assert!(out.stdout.is_empty(), "{args:?} printed a token");
+    }
 }
 
 #[test]
