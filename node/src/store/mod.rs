@@ -1,1 +1,0 @@
-//! Object storage: xorbs and shards in an S3 bucket.
