@@ -57,6 +57,15 @@ fn plan_rebuilds_files_and_passes_server_checks() {
     assert_eq!(summaries[4].new_bytes, 0);
     assert_eq!(summaries[4].deduplicated_bytes, files[4].len() as u64);
     assert_eq!(summaries[2].file_hash, MerkleHash::ZERO);
+    let empty = plan
+        .shard
+        .file(&MerkleHash::ZERO)
+        .expect("empty file registered");
+    assert_eq!(
+        empty.sha256,
+        Some([0; 32]),
+        "hf_xet stores zeros for the empty file"
+    );
     for (f, s) in files.iter().zip(&summaries) {
         assert_eq!(s.size, f.len() as u64);
         assert_eq!(s.new_bytes + s.deduplicated_bytes, s.size);

@@ -230,7 +230,12 @@ impl UploadSession {
             // A term's chunks are the file's own chunks, so their raw hashes are known
             // even when the store only told us keyed ones.
             verification: term_chunks.iter().map(|h| verification_hash(h)).collect(),
-            sha256: Sha256::digest(data).into(),
+            // hf_xet stores zeros, not sha256(""), for an empty file.
+            sha256: if data.is_empty() {
+                [0; 32]
+            } else {
+                Sha256::digest(data).into()
+            },
         });
         Ok(FileSummary {
             file_hash: hash,

@@ -84,6 +84,8 @@ impl<R: Read> Iterator for ChunkedBlocks<R> {
             if !self.eof
                 && let Err(e) = self.fill(&mut buf)
             {
+                // Keep what was read: a caller that retries after the error loses nothing.
+                self.carry = buf;
                 return Some(Err(e));
             }
             let ends = segmented::boundaries(

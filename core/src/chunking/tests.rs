@@ -187,3 +187,49 @@ proptest! {
         prop_assert_eq!(got, oracle(&data));
     }
 }
+
+/// A reader that fails once, with `TimedOut`, after `fail_at` bytes.
+struct FlakyReader<'a> {
+    data: &'a [u8],
+    pos: usize,
+    fail_at: usize,
+    failed: bool,
+}
+
+impl std::io::Read for FlakyReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if !self.failed && self.pos >= self.fail_at {
+            self.failed = true;
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "flaky"));
+        }
+        let end = (self.pos + buf.len().min(100_000)).min(self.data.len());
+        let n = end - self.pos;
+        buf[..n].copy_from_slice(&self.data[self.pos..end]);
+        self.pos = end;
+        Ok(n)
+    }
+}
+
+#[test]
+fn streaming_continues_losslessly_after_a_read_error() {
+    let data = mixed(13, 2_000_000);
+    let reader = FlakyReader {
+        data: &data,
+        pos: 0,
+        fail_at: 700_000,
+        failed: false,
+    };
+    let mut errors = 0;
+    let mut got = Vec::new();
+    for block in ChunkedBlocks::with_block_size(reader, 1, 300_000) {
+        match block {
+            Ok(b) => got.extend(b.chunks.iter().map(|c| Chunk {
+                offset: c.offset + b.stream_offset as usize,
+                ..*c
+            })),
+            Err(_) => errors += 1,
+        }
+    }
+    assert_eq!(errors, 1);
+    assert_eq!(got, chunk_and_hash(&data));
+}

@@ -140,7 +140,6 @@ impl CompressionPolicy {
 // ---------------------------------------------------------------------------
 
 /// Reusable scratch space for compressing chunks (no allocation per chunk).
-#[derive(Default)]
 pub struct Compressor {
     table: CompressTable,
     lz4: Vec<u8>,
@@ -154,12 +153,21 @@ impl fmt::Debug for Compressor {
     }
 }
 
+impl Default for Compressor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Compressor {
-    /// A compressor with empty scratch buffers.
+    /// A compressor with empty scratch buffers and the large LZ4 hash table
+    /// (the one `lz4_flex::frame::FrameEncoder` uses, so payloads match the reference).
     pub fn new() -> Self {
         Compressor {
             table: CompressTable::large(),
-            ..Default::default()
+            lz4: Vec::new(),
+            grouped: Vec::new(),
+            bg4: Vec::new(),
         }
     }
 
@@ -386,3 +394,20 @@ pub fn decompress(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod default_tests {
+    use super::*;
+
+    #[test]
+    fn default_compressor_is_the_reference_compressor() {
+        let data: Vec<u8> = (0..20_000u32)
+            .map(|i| (i % 251) as u8 ^ (i / 97) as u8)
+            .collect();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        Compressor::default().compress_exact(&data, CompressionScheme::Lz4, &mut a);
+        Compressor::new().compress_exact(&data, CompressionScheme::Lz4, &mut b);
+        assert_eq!(a, b);
+        assert_eq!(a, compress(&data, CompressionScheme::Lz4));
+    }
+}
