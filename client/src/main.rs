@@ -1,7 +1,10 @@
 //! `cas`: the command-line client of the content-addressed store.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use cas_client::xet::ByteRange;
+use cas_core::MerkleHash;
 use clap::{Parser, Subcommand};
 
 mod commands;
@@ -33,6 +36,42 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Upload files and directories to a CAS server; prints `<file-hash>  <path>` per file.
+    ///
+    /// Directories are walked recursively in sorted order; inside them, anything
+    /// but regular files and directories (symlinks included) is skipped. Only
+    /// chunks the server does not already hold are sent. A summary (bytes read,
+    /// bytes sent, dedup ratio) goes to standard error.
+    Upload {
+        #[command(flatten)]
+        server: commands::ServerArgs,
+        /// Files and directories to upload.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Threads to chunk and hash with (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Download a file, or a byte range of it, by its file hash.
+    ///
+    /// The output is written to a temporary file next to OUT and renamed over
+    /// it only when complete; a whole-file download is verified against the
+    /// file hash first.
+    Download {
+        #[command(flatten)]
+        server: commands::ServerArgs,
+        /// The Xet file hash (64 hex digits), as `cas upload` or `cas hash` print it.
+        hash: MerkleHash,
+        /// Where to write the bytes.
+        #[arg(short, long, value_name = "OUT")]
+        output: PathBuf,
+        /// Only bytes START to END of the file, both inclusive as in HTTP
+        /// (`0-99` is the first 100 bytes), or `START-` for everything from
+        /// START on. A range reaching past the end of the file is cut there; one
+        /// starting at or past the end is an error. Ranges are not hash-verified.
+        #[arg(long, value_name = "START-END")]
+        range: Option<ByteRange>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -41,6 +80,17 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Hash { files, threads: t } => commands::hash::run(&files, threads(t)),
         Command::Chunk { file, threads: t } => commands::chunk::run(&file, threads(t)),
+        Command::Upload {
+            server,
+            paths,
+            threads: t,
+        } => commands::upload::run(&server, &paths, threads(t)),
+        Command::Download {
+            server,
+            hash,
+            output,
+            range,
+        } => commands::download::run(&server, &hash, &output, range),
     };
     match result {
         Ok(code) => code,

@@ -4,9 +4,17 @@
 //! - [`config`]: the node's configuration (TOML file plus environment overrides);
 //! - [`auth`]: signed bearer tokens with read/write scopes;
 //! - [`store`]: xorbs and shards in S3 (and an embedded S3 server for local runs);
-//! - [`telemetry`]: structured logs and the Prometheus metrics every layer reports to.
+//! - [`index`]: the global index, an openraft state machine over RocksDB;
+//! - [`telemetry`]: structured logs and the Prometheus metrics every layer reports to;
+//! - [`service`]: the one place the rules live (validated writes, dedup, reconstruction);
+//! - [`api`]: the front ends (Xet HTTP), thin adapters over the service;
+//! - [`server`]: assembling and running a node from its configuration.
 
+pub mod api;
 pub mod auth;
 pub mod config;
+pub mod index;
+pub mod server;
+pub mod service;
 pub mod store;
 pub mod telemetry;

@@ -1,11 +1,17 @@
 //! `cas-node`: the CAS node binary.
 //!
 //! Subcommands:
+//! - `cas-node serve [--config FILE]` runs a node until SIGINT/SIGTERM;
+//! - `cas-node demo [--state FILE] [--data-dir DIR]` runs a complete local node with its
+//!   own embedded S3 server, writes `{"endpoints": {region: [url]}, "token": …}` to FILE
+//!   once it serves, and stops everything on Ctrl-C;
 //! - `cas-node token issue [--config FILE] --scope read|write --subject NAME [--ttl 24h] [--json]`
 //!   prints a signed bearer token (with `--json`: the token, its claims and its expiry);
 //! - `cas-node config check [--config FILE]` prints the effective configuration (file plus
 //!   `CAS_NODE__…` environment overrides) with secrets redacted, or exits non-zero with
 //!   every refused setting named.
+
+mod run;
 
 use anyhow::Context as _;
 use cas_node::auth::{Scope, Tokens};
@@ -25,6 +31,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a node with the given configuration until interrupted.
+    Serve(ConfigArgs),
+    /// Run a complete local node (embedded S3 included) until interrupted.
+    Demo(DemoArgs),
     /// Bearer tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -50,6 +60,23 @@ struct ConfigArgs {
     /// TOML configuration file (defaults and CAS_NODE__SECTION__FIELD variables apply).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Once serving, write the endpoints and a write-scoped token to FILE as JSON:
+    /// {"endpoints": {"<region>": ["http://host:port"]}, "token": "<token>"}.
+    #[arg(long, value_name = "FILE")]
+    state: Option<PathBuf>,
+    /// Keep all data (objects, index, token secret) in DIR so a later run sees it;
+    /// default: a temporary directory removed on exit.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address of the HTTP API (default: a free loopback port).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    http_listen: std::net::SocketAddr,
+    #[command(flatten)]
+    config: ConfigArgs,
 }
 
 #[derive(Debug, Args)]
@@ -91,9 +118,23 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Serve(args) => runtime()?.block_on(run::serve(load(&args)?)),
+        Command::Demo(args) => runtime()?.block_on(run::demo(run::DemoOptions {
+            config: NodeConfig::load(args.config.config.as_deref(), Mode::Demo)?,
+            state: args.state,
+            data_dir: args.data_dir,
+            http_listen: args.http_listen,
+        })),
         Command::Token(TokenCommand::Issue(args)) => issue(args),
         Command::Config(ConfigCommand::Check(args)) => check(args),
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 fn load(args: &ConfigArgs) -> anyhow::Result<NodeConfig> {

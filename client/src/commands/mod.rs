@@ -1,13 +1,70 @@
 //! One module per `cas` subcommand.
 
 pub mod chunk;
+pub mod download;
 pub mod hash;
+pub mod upload;
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, IsTerminal, Read, Write};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
+use cas_client::xet::{RetryPolicy, XetClient, XetClientConfig};
 use cas_core::chunking::{ChunkedBlock, ChunkedBlocks};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Where the CAS server is and how to authenticate (shared by `upload` and `download`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServerArgs {
+    /// Base URL of the CAS server (e.g. https://cas.example.com).
+    #[arg(long, env = "CAS_ENDPOINT")]
+    pub endpoint: String,
+    /// Bearer token for the CAS server; prefer the environment variable, which other
+    /// users cannot see in the process list. Without one, no Authorization header is sent.
+    #[arg(long, env = "CAS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Attempts per request: 5xx, 408, 429 and connection failures are retried
+    /// with exponential backoff (200 ms doubling, with jitter).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub attempts: u32,
+}
+
+impl ServerArgs {
+    /// The HTTP client these arguments describe.
+    pub fn client(&self) -> Result<XetClient> {
+        let mut config = XetClientConfig::new(&self.endpoint).with_retry(RetryPolicy {
+            max_attempts: self.attempts,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(10),
+        });
+        config.token = self.token.clone().filter(|t| !t.trim().is_empty());
+        XetClient::with_config(config).context("cannot set up the HTTP client")
+    }
+}
+
+/// The async runtime of the transfer commands.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// A byte progress bar on standard error, hidden unless standard error is a terminal.
+fn byte_bar(verb: &str) -> ProgressBar {
+    if !io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let style = ProgressStyle::with_template(&format!(
+        "{verb} [{{bar:30}}] {{bytes}}/{{total_bytes}} {{bytes_per_sec}} {{wide_msg}}"
+    ))
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    let bar = ProgressBar::new(0).with_style(style);
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
 
 /// Opens a path for reading; `-` is standard input.
 fn open_input(path: &str) -> Result<Box<dyn Read>> {

@@ -1,0 +1,253 @@
+//! The client gRPC API (`cas.api.v1.Cas`, see `proto/`), a thin adapter over the
+//! service: batched chunk and xorb lookups, streamed xorb and shard uploads,
+//! reconstructions.
+//!
+//! Authentication: `authorization: Bearer <token>` metadata. Errors carry the gRPC code
+//! the service error maps to, and its stable code in the `x-cas-error-code` metadata.
+
+use bytes::{Bytes, BytesMut};
+use cas_core::hash::MerkleHash;
+use cas_proto::api::cas_server::{Cas, CasServer};
+use cas_proto::api::{
+    FetchRange, GetReconstructionRequest, HasXorbsRequest, HasXorbsResponse, QueryChunksRequest,
+    QueryChunksResponse, Reconstruction, ReconstructionTerm, RegisterFilesRequest,
+    RegisterFilesResponse, UploadXorbRequest, UploadXorbResponse, XorbFetch,
+};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::auth::{Scope, Tokens};
+use crate::service::{ByteRange, Caller, CasService, ServiceError};
+
+/// Metadata key carrying the stable error code.
+pub const ERROR_CODE_METADATA: &str = "x-cas-error-code";
+
+/// The gRPC front end.
+#[derive(Clone)]
+pub struct GrpcApi {
+    service: CasService,
+    tokens: Tokens,
+}
+
+impl GrpcApi {
+    /// The API over `service`, verifying tokens with `tokens`.
+    pub fn new(service: CasService, tokens: Tokens) -> Self {
+        GrpcApi { service, tokens }
+    }
+
+    /// The tonic service to mount, with message size limits fitting a shard part.
+    pub fn into_server(self) -> CasServer<Self> {
+        CasServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    fn authorize<T>(&self, req: &Request<T>, scope: Scope) -> Result<Caller, Status> {
+        let value = req
+            .metadata()
+            .get("authorization")
+            .map(|v| v.to_str().unwrap_or("\u{0}"));
+        let claims = self
+            .tokens
+            .authorize(value, scope)
+            .map_err(|e| status(ServiceError::from(e)))?;
+        Ok(Caller {
+            subject: claims.sub,
+        })
+    }
+}
+
+/// Largest message either side sends (uploads stream in parts of at most this).
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// A service error as a gRPC status.
+pub fn status(e: ServiceError) -> Status {
+    let code = tonic::Code::from_i32(e.grpc_code());
+    if code == tonic::Code::Internal || code == tonic::Code::Unavailable {
+        tracing::error!(code = e.code(), error = %e, "gRPC request failed");
+    }
+    let mut s = Status::new(code, e.to_string());
+    if let Ok(v) = e.code().parse() {
+        s.metadata_mut().insert(ERROR_CODE_METADATA, v);
+    }
+    s
+}
+
+fn hash(bytes: &[u8]) -> Result<MerkleHash, Status> {
+    <[u8; 32]>::try_from(bytes).map(MerkleHash).map_err(|_| {
+        status(ServiceError::InvalidHash(format!(
+            "a hash is 32 bytes, got {}",
+            bytes.len()
+        )))
+    })
+}
+
+fn hashes(list: &[Bytes]) -> Result<Vec<MerkleHash>, Status> {
+    list.iter().map(|b| hash(b)).collect()
+}
+
+/// Collects a streamed body of at most `limit` bytes.
+async fn collect<T>(
+    mut stream: Streaming<T>,
+    what: &'static str,
+    limit: u64,
+    mut take: impl FnMut(T, bool) -> Result<Bytes, Status>,
+) -> Result<Bytes, Status> {
+    let mut buf = BytesMut::new();
+    let mut first = true;
+    while let Some(msg) = stream.message().await? {
+        let part = take(msg, first)?;
+        first = false;
+        if (buf.len() + part.len()) as u64 > limit {
+            return Err(status(ServiceError::TooLarge {
+                what,
+                len: (buf.len() + part.len()) as u64,
+                limit,
+            }));
+        }
+        buf.extend_from_slice(&part);
+    }
+    Ok(buf.freeze())
+}
+
+#[tonic::async_trait]
+impl Cas for GrpcApi {
+    async fn query_chunks(
+        &self,
+        req: Request<QueryChunksRequest>,
+    ) -> Result<Response<QueryChunksResponse>, Status> {
+        self.authorize(&req, Scope::Read)?;
+        let chunks = hashes(&req.get_ref().chunk_hashes)?;
+        let (shards, found) = self
+            .service
+            .query_dedup_batch(&chunks)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(QueryChunksResponse { shards, found }))
+    }
+
+    async fn has_xorbs(
+        &self,
+        req: Request<HasXorbsRequest>,
+    ) -> Result<Response<HasXorbsResponse>, Status> {
+        self.authorize(&req, Scope::Read)?;
+        let xorbs = hashes(&req.get_ref().xorb_hashes)?;
+        let present = self.service.has_xorbs(&xorbs).await.map_err(status)?;
+        Ok(Response::new(HasXorbsResponse { present }))
+    }
+
+    async fn upload_xorb(
+        &self,
+        req: Request<Streaming<UploadXorbRequest>>,
+    ) -> Result<Response<UploadXorbResponse>, Status> {
+        let caller = self.authorize(&req, Scope::Write)?;
+        let mut name = None;
+        let body = collect(
+            req.into_inner(),
+            "xorb",
+            self.service.limits().max_xorb_bytes,
+            |m, first| {
+                if first {
+                    name = Some(hash(&m.hash)?);
+                }
+                Ok(m.data)
+            },
+        )
+        .await?;
+        let name = name.ok_or_else(|| {
+            status(ServiceError::bad_request(
+                "empty_upload",
+                "the upload stream was empty",
+            ))
+        })?;
+        let r = self
+            .service
+            .upload_xorb(&caller, name, body)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(UploadXorbResponse {
+            inserted: r.inserted,
+        }))
+    }
+
+    async fn register_files(
+        &self,
+        req: Request<Streaming<RegisterFilesRequest>>,
+    ) -> Result<Response<RegisterFilesResponse>, Status> {
+        let caller = self.authorize(&req, Scope::Write)?;
+        let body = collect(
+            req.into_inner(),
+            "shard",
+            self.service.limits().max_shard_bytes,
+            |m, _| Ok(m.data),
+        )
+        .await?;
+        let r = self
+            .service
+            .upload_shard(&caller, body, |_| {})
+            .await
+            .map_err(status)?;
+        Ok(Response::new(RegisterFilesResponse {
+            new_files: r.new_files,
+            files: r.files,
+        }))
+    }
+
+    async fn get_reconstruction(
+        &self,
+        req: Request<GetReconstructionRequest>,
+    ) -> Result<Response<Reconstruction>, Status> {
+        self.authorize(&req, Scope::Read)?;
+        let r = req.get_ref();
+        let file = hash(&r.file_hash)?;
+        let range = match (r.range_start, r.range_end) {
+            (None, None) => None,
+            (Some(start), end) => Some(ByteRange {
+                start,
+                end: end.unwrap_or(u64::MAX),
+            }),
+            (None, Some(_)) => {
+                return Err(status(ServiceError::bad_request(
+                    "bad_range",
+                    "range_end needs range_start",
+                )));
+            }
+        };
+        let rec = self
+            .service
+            .reconstruction(&file, range)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(Reconstruction {
+            file_size: rec.file_size,
+            offset_into_first_range: rec.offset_into_first_range,
+            terms: rec
+                .terms
+                .iter()
+                .map(|t| ReconstructionTerm {
+                    xorb_hash: Bytes::copy_from_slice(&t.xorb.0),
+                    chunk_start: t.chunks.start,
+                    chunk_end: t.chunks.end,
+                    unpacked_len: t.unpacked_len,
+                })
+                .collect(),
+            fetches: rec
+                .fetches
+                .iter()
+                .map(|f| XorbFetch {
+                    xorb_hash: Bytes::copy_from_slice(&f.xorb.0),
+                    url: f.url.clone(),
+                    ranges: f
+                        .ranges
+                        .iter()
+                        .map(|r| FetchRange {
+                            chunk_start: r.chunks.start,
+                            chunk_end: r.chunks.end,
+                            byte_start: r.bytes.0,
+                            byte_end: r.bytes.1,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }))
+    }
+}

@@ -1,0 +1,373 @@
+//! The global index: xorbs, files and dedup entries in an openraft state machine over
+//! RocksDB, replicated through a Raft log in the same database.
+//!
+//! - [`types`]: the Raft type configuration (commands, results, members, snapshot file);
+//! - [`codec`]: how every stored value is encoded (a format byte, then protobuf);
+//! - [`log_store`]: the Raft log and vote (synced before acknowledged);
+//! - [`state_machine`]: the records, applied in synced batches;
+//! - [`snapshot`]: snapshot files, streamed to disk and back;
+//! - [`network`]: the Raft network (a single voter for now);
+//! - [`error`]: [`IndexError`] with stable codes.
+//!
+//! [`Index`] is what the service calls. Writes ([`Index::write`]) go through Raft
+//! and return after commit and apply. Reads ([`Index::xorb`], [`Index::file`],
+//! [`Index::dedup`], [`Index::has_xorbs`]) go straight to the local state machine;
+//! a read that must not miss a write acknowledged anywhere first calls
+//! [`Index::ensure_linearizable`]. While a snapshot is being installed (on a node
+//! that fell far behind) local reads may see a partial state.
+//!
+//! On disk, under the index directory: `db/` (RocksDB, column families `raft_log`,
+//! `raft_meta`, `xorbs`, `files`, `dedup`, `sm_meta`) and `snapshots/` (the latest
+//! snapshot file).
+
+pub mod codec;
+pub mod error;
+pub mod log_store;
+pub mod network;
+pub mod snapshot;
+pub mod state_machine;
+pub mod types;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::IndexError;
+pub use types::{IndexCommand, IndexRaft, NodeInfo, SnapshotFile, TypeConfig, node_info};
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cas_proto::index::{Command, CommandResult, DedupEntry, FileRecord, XorbRecord, command};
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::{ClientWriteError, Fatal, LinearizableReadError, RaftError};
+use openraft::{ReadPolicy, ServerState};
+use rocksdb::{BlockBasedOptions, ColumnFamilyDescriptor, DB, DBCompressionType, Options};
+
+use codec::decode;
+use log_store::{CF_LOG, CF_META, LogStore};
+use network::SingleNodeNetwork;
+use state_machine::{CF_DEDUP, CF_FILES, CF_SM_META, CF_XORBS, StateMachine};
+
+/// How long [`Index::open`] waits for this node to lead and catch up.
+pub const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a write or a linearizable read waits for Raft before giving up.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A summary of the index's Raft state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexStatus {
+    /// This node's id.
+    pub node_id: u64,
+    /// This node's role: `Leader`, `Follower`, `Learner`, `Candidate` or `Shutdown`.
+    pub role: String,
+    /// The current leader, if known.
+    pub leader: Option<u64>,
+    /// The current term.
+    pub term: u64,
+    /// The index of the last log entry.
+    pub last_log_index: Option<u64>,
+    /// The index of the last entry applied to the state machine.
+    pub last_applied: Option<u64>,
+    /// The index of the last entry the latest snapshot includes.
+    pub snapshot: Option<u64>,
+    /// The voters of the current membership (ascending).
+    pub voters: Vec<u64>,
+    /// The learners of the current membership (ascending).
+    pub learners: Vec<u64>,
+}
+
+/// The index of one node: its Raft instance and its local state.
+pub struct Index {
+    raft: IndexRaft,
+    db: Arc<DB>,
+    node_id: u64,
+}
+
+fn storage(e: impl std::fmt::Display) -> IndexError {
+    IndexError::Storage(e.to_string())
+}
+
+fn fatal(e: Fatal<TypeConfig>) -> IndexError {
+    match e {
+        Fatal::StorageError(e) => IndexError::Storage(e.to_string()),
+        other => IndexError::Stopped(other.to_string()),
+    }
+}
+
+/// The Raft settings of the index.
+fn raft_config() -> Result<openraft::Config, IndexError> {
+    openraft::Config {
+        cluster_name: "cas-index".to_owned(),
+        heartbeat_interval: 250,
+        election_timeout_min: 1000,
+        election_timeout_max: 2000,
+        // A snapshot every 20k entries; 10k entries stay behind it for slow followers.
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(20_000),
+        max_in_snapshot_log_to_keep: 10_000,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| IndexError::Stopped(format!("raft config: {e}")))
+}
+
+/// Options of one column family.
+fn family_options(name: &str) -> Options {
+    let mut opts = Options::default();
+    opts.set_compression_type(DBCompressionType::Lz4);
+    if [CF_XORBS, CF_FILES, CF_DEDUP].contains(&name) {
+        // Most lookups of absent hashes end at the filter.
+        let mut table = BlockBasedOptions::default();
+        table.set_bloom_filter(10.0, false);
+        opts.set_block_based_table_factory(&table);
+    }
+    opts
+}
+
+/// Opens (or creates) the index database in `dir` with every column family.
+pub fn open_db(dir: &Path) -> Result<Arc<DB>, IndexError> {
+    std::fs::create_dir_all(dir).map_err(storage)?;
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.set_keep_log_file_num(5);
+    let families = [CF_LOG, CF_META, CF_XORBS, CF_FILES, CF_DEDUP, CF_SM_META]
+        .into_iter()
+        .map(|name| ColumnFamilyDescriptor::new(name, family_options(name)));
+    let db = DB::open_cf_descriptors(&opts, dir, families).map_err(storage)?;
+    Ok(Arc::new(db))
+}
+
+/// Refuses a command the state machine would ignore: a missing record, a hash that
+/// is not 32 bytes.
+fn validate(cmd: &Command) -> Result<(), IndexError> {
+    let hash = |what: &str, h: &[u8]| {
+        if h.len() == 32 {
+            Ok(())
+        } else {
+            Err(IndexError::InvalidCommand(format!(
+                "{what} of {} bytes, not 32",
+                h.len()
+            )))
+        }
+    };
+    match &cmd.op {
+        Some(command::Op::RegisterXorb(r)) => {
+            let x = r
+                .xorb
+                .as_ref()
+                .ok_or_else(|| IndexError::InvalidCommand("register_xorb without a xorb".into()))?;
+            hash("xorb hash", &x.hash)
+        }
+        Some(command::Op::RegisterFiles(r)) => {
+            for f in &r.files {
+                hash("file hash", &f.hash)?;
+            }
+            for d in &r.dedup {
+                hash("dedup chunk hash", &d.chunk_hash)?;
+                hash("dedup xorb hash", &d.xorb_hash)?;
+            }
+            Ok(())
+        }
+        None => Err(IndexError::InvalidCommand(
+            "command without an operation".into(),
+        )),
+    }
+}
+
+/// Waits for `fut` at most `timeout`.
+async fn bounded<T>(
+    what: &str,
+    timeout: Duration,
+    fut: impl Future<Output = Result<T, IndexError>>,
+) -> Result<T, IndexError> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(IndexError::Unavailable(format!(
+            "{what} did not complete within {timeout:?}"
+        ))),
+    }
+}
+
+impl Index {
+    /// Opens (or creates) the index in `dir` as node `node_id` (`node` says where it
+    /// listens). A fresh store becomes a single-voter group of this node; an existing
+    /// one recovers its committed state (the state machine from RocksDB, the rest by
+    /// replaying the log). Returns once this node leads and has applied its whole
+    /// log, or fails after [`OPEN_TIMEOUT`].
+    pub async fn open(dir: &Path, node_id: u64, node: NodeInfo) -> Result<Index, IndexError> {
+        let db = open_db(&dir.join("db"))?;
+        let log = LogStore::new(db.clone()).map_err(storage)?;
+        log.claim_node_id(node_id).map_err(storage)?;
+        let sm = StateMachine::new(db.clone(), dir.join("snapshots")).map_err(storage)?;
+        let raft = IndexRaft::new(
+            node_id,
+            Arc::new(raft_config()?),
+            SingleNodeNetwork,
+            log,
+            sm,
+        )
+        .await
+        .map_err(fatal)?;
+        let index = Index { raft, db, node_id };
+        match bounded("opening the index", OPEN_TIMEOUT, index.start(node)).await {
+            Ok(()) => Ok(index),
+            Err(e) => {
+                index.shutdown().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Initializes a fresh group, or hurries the election of a lone voter, then waits
+    /// until this node leads and has applied every committed entry.
+    async fn start(&self, node: NodeInfo) -> Result<(), IndexError> {
+        let id = self.node_id;
+        if !self.raft.is_initialized().await.map_err(fatal)? {
+            self.raft
+                .initialize(BTreeMap::from([(id, node)]))
+                .await
+                .map_err(|e| IndexError::Stopped(format!("initializing the index: {e}")))?;
+        } else {
+            let m = self.raft.metrics().borrow_watched().clone();
+            let lone_voter = m.membership_config.voter_ids().eq([id]);
+            if lone_voter && m.state != ServerState::Leader {
+                self.raft.trigger().elect(false).await.map_err(fatal)?;
+            }
+        }
+        self.raft
+            .wait(None)
+            .state(ServerState::Leader, "index leader")
+            .await
+            .map_err(|e| IndexError::Unavailable(e.to_string()))?;
+        // A read index through the new leader: returns once every committed entry
+        // (the whole log, for a lone voter) is applied.
+        self.ensure_linearizable().await
+    }
+
+    /// Commits `cmd` through Raft and returns what applying it did.
+    pub async fn write(&self, cmd: Command) -> Result<CommandResult, IndexError> {
+        validate(&cmd)?;
+        bounded("index write", REQUEST_TIMEOUT, async {
+            match self.raft.client_write(IndexCommand(cmd)).await {
+                Ok(resp) => Ok(resp.data),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    Err(IndexError::NotLeader {
+                        leader: f.leader_id,
+                        leader_addr: f.leader_node.map(|n| n.addr),
+                    })
+                }
+                Err(RaftError::APIError(e)) => Err(IndexError::Unavailable(e.to_string())),
+                Err(RaftError::Fatal(e)) => Err(fatal(e)),
+            }
+        })
+        .await
+    }
+
+    /// Confirms through the leader (a read index) that this node leads, and waits
+    /// until the local state machine has applied everything committed before the
+    /// call: a local read that follows sees every acknowledged write.
+    pub async fn ensure_linearizable(&self) -> Result<(), IndexError> {
+        bounded("linearizable read", REQUEST_TIMEOUT, async {
+            match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+                Ok(_) => Ok(()),
+                Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+                    Err(IndexError::NotLeader {
+                        leader: f.leader_id,
+                        leader_addr: f.leader_node.map(|n| n.addr),
+                    })
+                }
+                Err(RaftError::APIError(e)) => Err(IndexError::Unavailable(e.to_string())),
+                Err(RaftError::Fatal(e)) => Err(fatal(e)),
+            }
+        })
+        .await
+    }
+
+    fn family(&self, name: &str) -> Result<&rocksdb::ColumnFamily, IndexError> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| storage(format!("column family {name} missing")))
+    }
+
+    fn get<M: prost::Message + Default>(
+        &self,
+        family: &str,
+        key: &[u8; 32],
+    ) -> Result<Option<M>, IndexError> {
+        match self
+            .db
+            .get_pinned_cf(self.family(family)?, key)
+            .map_err(storage)?
+        {
+            Some(bytes) => decode(&bytes)
+                .map(Some)
+                .map_err(|e| IndexError::Corrupt(format!("{family} record: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// The record of a committed xorb (local replica).
+    pub fn xorb(&self, hash: &[u8; 32]) -> Result<Option<XorbRecord>, IndexError> {
+        self.get(CF_XORBS, hash)
+    }
+
+    /// Whether a xorb is committed (local replica).
+    pub fn has_xorb(&self, hash: &[u8; 32]) -> Result<bool, IndexError> {
+        let found = self
+            .db
+            .get_pinned_cf(self.family(CF_XORBS)?, hash)
+            .map_err(storage)?;
+        Ok(found.is_some())
+    }
+
+    /// For each xorb, whether it is committed (local replica, one multi-get).
+    pub fn has_xorbs(&self, hashes: &[[u8; 32]]) -> Result<Vec<bool>, IndexError> {
+        self.db
+            .batched_multi_get_cf(self.family(CF_XORBS)?, hashes.iter(), false)
+            .into_iter()
+            .map(|r| r.map(|v| v.is_some()).map_err(storage))
+            .collect()
+    }
+
+    /// The record of a registered file (local replica).
+    pub fn file(&self, hash: &[u8; 32]) -> Result<Option<FileRecord>, IndexError> {
+        self.get(CF_FILES, hash)
+    }
+
+    /// The dedup entry of a chunk (local replica).
+    pub fn dedup(&self, chunk: &[u8; 32]) -> Result<Option<DedupEntry>, IndexError> {
+        self.get(CF_DEDUP, chunk)
+    }
+
+    /// The index's Raft state, from the latest metrics.
+    pub fn status(&self) -> IndexStatus {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let membership = m.membership_config.membership();
+        IndexStatus {
+            node_id: self.node_id,
+            role: format!("{:?}", m.state),
+            leader: m.current_leader,
+            term: m.current_term,
+            last_log_index: m.last_log_index,
+            last_applied: m.last_applied.as_ref().map(|l| l.index),
+            snapshot: m.snapshot.as_ref().map(|l| l.index),
+            voters: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+        }
+    }
+
+    /// The Raft instance (snapshots, membership changes, metrics).
+    pub fn raft(&self) -> &IndexRaft {
+        &self.raft
+    }
+
+    /// Stops Raft and closes the database (once no other handle holds it).
+    pub async fn shutdown(self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "index shutdown");
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! `cas-node serve` and `cas-node demo`: running nodes until interrupted.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use cas_node::auth::{Scope, Tokens};
+use cas_node::config::{NodeConfig, Secret};
+use cas_node::server::RunningNode;
+use cas_node::store::{LocalS3, LocalS3Config};
+use cas_node::telemetry;
+
+/// Lifetime of the token `demo` hands out.
+const DEMO_TOKEN_TTL: Duration = Duration::from_secs(7 * 86_400);
+
+/// Waits for SIGINT (Ctrl-C) or SIGTERM.
+async fn interrupted() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("cannot watch SIGINT")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot watch Ctrl-C")?;
+    Ok(())
+}
+
+fn init_telemetry(
+    config: &NodeConfig,
+) -> anyhow::Result<Option<metrics_exporter_prometheus::PrometheusHandle>> {
+    telemetry::init_logging(&config.telemetry)?;
+    Ok(match config.telemetry.metrics_listen {
+        Some(_) => Some(telemetry::install_metrics()?),
+        None => None,
+    })
+}
+
+/// `cas-node serve`.
+pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
+    let metrics = init_telemetry(&config)?;
+    let node = RunningNode::start(&config, metrics).await?;
+    interrupted().await?;
+    tracing::info!("stopping");
+    node.shutdown().await;
+    Ok(())
+}
+
+/// What `cas-node demo` was asked for.
+pub struct DemoOptions {
+    /// The configuration (demo mode: no secret needed).
+    pub config: NodeConfig,
+    /// Where to write the endpoints and token.
+    pub state: Option<PathBuf>,
+    /// Where to keep data (default: a temporary directory).
+    pub data_dir: Option<PathBuf>,
+    /// The HTTP API address.
+    pub http_listen: std::net::SocketAddr,
+}
+
+/// Reads the demo's token secret from `path`, creating a random one the first time.
+fn demo_secret(path: &Path) -> anyhow::Result<Secret> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        return Ok(Secret::new(text.trim()));
+    }
+    let mut bytes = [0u8; 32];
+    rand::fill(&mut bytes);
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    write_private(path, secret.as_bytes())?;
+    Ok(Secret::new(secret))
+}
+
+/// Writes `bytes` to `path` readable by the owner only, atomically.
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let tmp = path.with_extension("tmp");
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// `cas-node demo`.
+pub async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
+    let mut config = opts.config;
+    let metrics = init_telemetry(&config)?;
+    let (_temp, data_dir) = match opts.data_dir {
+        Some(dir) => (None, dir),
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("cas-demo-")
+                .tempdir()
+                .context("cannot create a temporary data directory")?;
+            let p = t.path().to_owned();
+            (Some(t), p)
+        }
+    };
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+
+    let s3 = LocalS3::start(LocalS3Config::new(data_dir.join("s3")))
+        .await
+        .context("cannot start the embedded S3 server")?;
+    config.s3.endpoint = Some(s3.endpoint().to_owned());
+    config.s3.region = s3.region().to_owned();
+    config.s3.bucket = s3.bucket().to_owned();
+    config.s3.access_key_id = Some(s3.access_key_id().to_owned());
+    config.s3.secret_access_key = Some(Secret::new(s3.secret_access_key()));
+    config.s3.force_path_style = true;
+    config.node.data_dir = data_dir.join("node");
+    config.http.listen = opts.http_listen;
+    if config.auth.token_secret.is_none() && config.auth.token_secret_file.is_none() {
+        config.auth.token_secret = Some(demo_secret(&data_dir.join("token-secret"))?);
+    }
+
+    let node = match RunningNode::start(&config, metrics).await {
+        Ok(node) => node,
+        Err(e) => {
+            s3.shutdown().await;
+            return Err(e.into());
+        }
+    };
+    let url = format!("http://{}", node.http_addr());
+    let token = Tokens::from_config(&config.auth)?
+        .with_max_ttl(config.auth.max_token_ttl)
+        .issue(
+            "demo",
+            vec![Scope::Write],
+            DEMO_TOKEN_TTL.min(config.auth.max_token_ttl),
+        )
+        .context("cannot issue the demo token")?;
+    let state = serde_json::json!({
+        "endpoints": { config.node.region.as_str(): [url] },
+        "token": token.token,
+    });
+    let text = serde_json::to_string_pretty(&state)?;
+    if let Some(path) = &opts.state {
+        write_private(path, text.as_bytes())?;
+    }
+    println!("{text}");
+    eprintln!(
+        "cas-node demo: serving {url} (region {}); Ctrl-C stops it",
+        config.node.region
+    );
+
+    interrupted().await?;
+    tracing::info!("stopping");
+    node.shutdown().await;
+    s3.shutdown().await;
+    if let Some(path) = &opts.state {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}

@@ -1,0 +1,219 @@
+//! Assembling and running a node from its configuration: object store, index, service,
+//! HTTP front end and metrics endpoint, with an orderly shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::http::{HttpState, router};
+use crate::auth::Tokens;
+use crate::config::{ConfigError, NodeConfig};
+use crate::index::{Index, IndexError};
+use crate::service::{CasService, ServiceLimits};
+use crate::store::{S3Settings, S3Store, StoreError};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The S3 bucket is unreachable or refuses the credentials.
+    #[error("object store: {0}")]
+    Store(#[from] StoreError),
+    /// The index could not be opened.
+    #[error("index: {0}")]
+    Index(#[from] IndexError),
+    /// A listening socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The data directory could not be created.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+impl StartError {
+    /// A stable, machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StartError::Config(_) => "bad_config",
+            StartError::Store(e) => e.code(),
+            StartError::Index(e) => e.code(),
+            StartError::Bind { .. } => "bind_failed",
+            StartError::DataDir { .. } => "data_dir_unusable",
+        }
+    }
+}
+
+/// The store settings a configuration describes.
+pub fn s3_settings(config: &NodeConfig) -> Result<S3Settings, ConfigError> {
+    let s3 = &config.s3;
+    let (Some(key), Some(secret)) = (&s3.access_key_id, &s3.secret_access_key) else {
+        return Err(ConfigError::field(
+            "s3.access_key_id",
+            "static S3 credentials are required (set s3.access_key_id and s3.secret_access_key)",
+        ));
+    };
+    Ok(S3Settings {
+        endpoint: s3.endpoint.clone(),
+        region: s3.region.clone(),
+        bucket: s3.bucket.clone(),
+        access_key_id: key.clone(),
+        secret_access_key: secret.expose().to_owned(),
+        key_prefix: s3.key_prefix.clone(),
+        force_path_style: s3.force_path_style,
+        request_timeout: s3.request_timeout,
+        max_retries: s3.max_retries,
+        presign_ttl: s3.presign_ttl,
+        ..S3Settings::default()
+    })
+}
+
+/// A running node.
+pub struct RunningNode {
+    http_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    service: CasService,
+    stop: watch::Sender<bool>,
+    servers: Vec<JoinHandle<std::io::Result<()>>>,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<std::io::Result<()>> {
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+    })
+}
+
+impl RunningNode {
+    /// Starts a node: checks the bucket, opens the index under `node.data_dir`, and
+    /// serves the HTTP API (and `/metrics` when `telemetry.metrics_listen` is set and a
+    /// metrics handle is given).
+    pub async fn start(
+        config: &NodeConfig,
+        metrics: Option<PrometheusHandle>,
+    ) -> Result<Self, StartError> {
+        let settings = s3_settings(config)?;
+        let store = S3Store::new(&settings)?;
+        store.check_bucket().await?;
+
+        let data_dir = &config.node.data_dir;
+        std::fs::create_dir_all(data_dir).map_err(|source| StartError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
+        let tokens = Tokens::from_config(&config.auth)?;
+
+        let http = bind(config.http.listen).await?;
+        let http_addr = http.local_addr().map_err(|source| StartError::Bind {
+            addr: config.http.listen,
+            source,
+        })?;
+        let metrics_listener = match (config.telemetry.metrics_listen, &metrics) {
+            (Some(addr), Some(_)) => Some(bind(addr).await?),
+            _ => None,
+        };
+
+        let index = Index::open(
+            &data_dir.join("index"),
+            config.node.id,
+            crate::index::node_info(config.grpc.listen, config.node.region.as_str()),
+        )
+        .await?;
+        let service = CasService::new(
+            Arc::new(index),
+            store,
+            ServiceLimits::from_config(&config.limits),
+        );
+
+        let (stop, stop_rx) = watch::channel(false);
+        let mut servers = Vec::new();
+        let app = router(HttpState {
+            service: service.clone(),
+            tokens,
+        });
+        servers.push(serve(http, app, stop_rx.clone()));
+        let mut metrics_addr = None;
+        if let (Some(listener), Some(handle)) = (metrics_listener, metrics) {
+            metrics_addr = listener.local_addr().ok();
+            let app = axum::Router::new().route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let handle = handle.clone();
+                    async move { handle.render() }
+                }),
+            );
+            servers.push(serve(listener, app, stop_rx));
+        }
+        tracing::info!(http = %http_addr, node = config.node.id, region = %config.node.region, "node serving");
+        Ok(RunningNode {
+            http_addr,
+            metrics_addr,
+            service,
+            stop,
+            servers,
+        })
+    }
+
+    /// The address the HTTP API listens on.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The address of the metrics endpoint, when there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The service this node runs.
+    pub fn service(&self) -> &CasService {
+        &self.service
+    }
+
+    /// Stops accepting requests, lets open ones finish, then closes the index.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for s in self.servers {
+            match s.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "server stopped with an error"),
+                Err(e) => tracing::warn!(error = %e, "server task failed"),
+            }
+        }
+        let index = self.service.index().clone();
+        drop(self.service);
+        match Arc::try_unwrap(index) {
+            Ok(index) => index.shutdown().await,
+            Err(_) => tracing::warn!("index still in use at shutdown; it closes when dropped"),
+        }
+        tracing::info!("node stopped");
+    }
+}

@@ -1,0 +1,613 @@
+//! The Xet HTTP API of a real `cas-node demo` process (embedded S3, RocksDB index):
+//! uploads, reconstructions, dedup queries, and refused input leaving nothing behind.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use cas_client::pipeline::{UploadPlan, UploadSession};
+use cas_core::chunking::chunk_and_hash;
+use cas_core::hash::MerkleHash;
+use cas_core::shard::{FileInfo, Shard, parse_shard};
+use cas_core::xorb::decode_range_body;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+use support::DemoNode;
+
+fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut v = vec![0u8; len];
+    rng.fill(&mut v[..]);
+    v
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+struct Reply {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    fn code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+impl Api {
+    fn new(node: &DemoNode) -> Self {
+        Api {
+            http: reqwest::Client::new(),
+            base: node.endpoint.clone(),
+            token: node.token.clone(),
+        }
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, String)],
+        body: Option<Vec<u8>>,
+    ) -> Reply {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.expect("body").to_vec();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn get(&self, path: &str, headers: &[(&str, String)]) -> Reply {
+        self.send(reqwest::Method::GET, path, Some(&self.token), headers, None)
+            .await
+    }
+
+    async fn post(&self, path: &str, body: Vec<u8>) -> Reply {
+        self.send(
+            reqwest::Method::POST,
+            path,
+            Some(&self.token),
+            &[],
+            Some(body),
+        )
+        .await
+    }
+
+    async fn head(&self, path: &str) -> Reply {
+        self.send(reqwest::Method::HEAD, path, Some(&self.token), &[], None)
+            .await
+    }
+
+    /// Uploads a plan's xorbs and its shard (v2); returns the NDJSON frames.
+    async fn upload_plan(&self, plan: &UploadPlan) -> Vec<Value> {
+        for x in &plan.xorbs {
+            let r = self
+                .post(&format!("/v1/xorbs/default/{}", x.hash), x.bytes.clone())
+                .await;
+            assert_eq!(
+                r.status,
+                200,
+                "xorb upload: {}",
+                String::from_utf8_lossy(&r.body)
+            );
+        }
+        let mut shard = plan.shard.clone();
+        shard.canonicalize();
+        let r = self
+            .post("/v2/shards", shard.to_bytes().expect("shard"))
+            .await;
+        assert_eq!(
+            r.status,
+            200,
+            "shard upload: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(r.headers["content-type"], "application/x-ndjson");
+        String::from_utf8(r.body)
+            .expect("utf-8")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("frame"))
+            .collect()
+    }
+
+    /// Downloads through `/v2/reconstructions` with an optional `Range`.
+    async fn download(
+        &self,
+        file: &MerkleHash,
+        range: Option<(u64, u64)>,
+    ) -> Result<Vec<u8>, Reply> {
+        let headers: Vec<(&str, String)> = range
+            .map(|(s, e)| ("range", format!("bytes={s}-{e}")))
+            .into_iter()
+            .collect();
+        let r = self
+            .get(&format!("/v2/reconstructions/{file}"), &headers)
+            .await;
+        if r.status != 200 {
+            return Err(r);
+        }
+        let v = r.json();
+        let mut out = Vec::new();
+        for term in v["terms"].as_array().expect("terms") {
+            let (cs, ce) = (
+                term["range"]["start"].as_u64().unwrap(),
+                term["range"]["end"].as_u64().unwrap(),
+            );
+            let fetches = v["xorbs"][term["hash"].as_str().unwrap()]
+                .as_array()
+                .expect("xorb entry");
+            let (url, fr) = fetches
+                .iter()
+                .flat_map(|f| {
+                    f["ranges"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(move |fr| (f["url"].as_str().unwrap(), fr))
+                })
+                .find(|(_, fr)| {
+                    fr["chunks"]["start"].as_u64().unwrap() <= cs
+                        && ce <= fr["chunks"]["end"].as_u64().unwrap()
+                })
+                .expect("a fetch range contains the term");
+            // Fetch URLs are self-authorising: no bearer token.
+            let body = self
+                .http
+                .get(url)
+                .header(
+                    "range",
+                    format!("bytes={}-{}", fr["bytes"]["start"], fr["bytes"]["end"]),
+                )
+                .send()
+                .await
+                .expect("fetch")
+                .bytes()
+                .await
+                .expect("fetch body");
+            let mut data = Vec::new();
+            let ends = decode_range_body(&body, &mut data).expect("range body decodes");
+            let first = fr["chunks"]["start"].as_u64().unwrap();
+            // `ends` holds n + 1 boundaries, 0 first.
+            let skip = ends[(cs - first) as usize];
+            let end = ends[(ce - first) as usize];
+            assert_eq!(
+                (end - skip) as u64,
+                term["unpacked_length"].as_u64().unwrap()
+            );
+            out.extend_from_slice(&data[skip..end]);
+        }
+        let skip = v["offset_into_first_range"].as_u64().unwrap() as usize;
+        out.drain(..skip.min(out.len()));
+        if let Some((s, e)) = range {
+            out.truncate((e - s + 1) as usize);
+        }
+        Ok(out)
+    }
+}
+
+/// Sends only the headers of a POST declaring `len` body bytes; returns the raw answer.
+async fn oversized_upload_status(endpoint: &str, path: &str, token: &str, len: u64) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = endpoint.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Length: {len}\r\n\r\n"
+    );
+    conn.write_all(req.as_bytes()).await.expect("send headers");
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), conn.read(&mut buf))
+        .await
+        .expect("answer within 10 s")
+        .expect("read");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+fn plan_for(files: &[&[u8]], answers: &[Vec<u8>]) -> (UploadPlan, Vec<MerkleHash>) {
+    let mut session = UploadSession::new();
+    for a in answers {
+        session.add_dedup_answer(&parse_shard(a).expect("dedup answer parses"));
+    }
+    let hashes = files
+        .iter()
+        .map(|f| {
+            session
+                .add_file(f, &chunk_and_hash(f))
+                .expect("add file")
+                .file_hash
+        })
+        .collect();
+    (session.finish().expect("plan"), hashes)
+}
+
+/// Every object file under the embedded S3 root (relative paths).
+fn s3_objects(root: &Path) -> BTreeSet<String> {
+    fn walk(dir: &Path, root: &Path, out: &mut BTreeSet<String>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, root, out);
+            } else {
+                out.insert(p.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(root, root, &mut out);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_then_reconstruct_whole_and_ranges() {
+    let node = DemoNode::start();
+    let api = Api::new(&node);
+    let a = random_bytes(3_000_000, 1);
+    let mut b = vec![0u8; 700_000];
+    b.extend_from_slice(&random_bytes(100_000, 2));
+    let (plan, hashes) = plan_for(&[&a, &b, &[]], &[]);
+
+    let frames = api.upload_plan(&plan).await;
+    assert_eq!(
+        frames.last().unwrap(),
+        &serde_json::json!({"type": "result", "result": 1}),
+        "{frames:?}"
+    );
+    assert!(frames.iter().any(|f| f["type"] == "committing"));
+
+    // Idempotent: the same xorb again is not inserted, the same shard again says 0.
+    let x = &plan.xorbs[0];
+    let again = api
+        .post(&format!("/v1/xorbs/default/{}", x.hash), x.bytes.clone())
+        .await;
+    assert_eq!(again.json(), serde_json::json!({"was_inserted": false}));
+    let mut shard = plan.shard.clone();
+    shard.canonicalize();
+    let v1 = api.post("/v1/shards", shard.to_bytes().unwrap()).await;
+    assert_eq!(v1.json(), serde_json::json!({"result": 0}));
+
+    let head = api.head(&format!("/v1/xorbs/default/{}", x.hash)).await;
+    assert_eq!(head.status, 200);
+    assert!(
+        head.headers["content-length"]
+            .to_str()
+            .unwrap()
+            .parse::<usize>()
+            .unwrap()
+            >= x.bytes.len()
+    );
+    let head = api.head(&format!("/v1/files/{}", hashes[0])).await;
+    assert_eq!(
+        (
+            head.status,
+            head.headers["content-length"].to_str().unwrap()
+        ),
+        (200, "3000000")
+    );
+
+    assert_eq!(api.download(&hashes[0], None).await.ok().unwrap(), a);
+    assert_eq!(api.download(&hashes[1], None).await.ok().unwrap(), b);
+    for (s, e) in [
+        (0, 0),
+        (1, 99_999),
+        (65_000, 1_500_000),
+        (2_999_999, 2_999_999),
+        (2_500_000, 9_999_999),
+    ] {
+        let got = api.download(&hashes[0], Some((s, e))).await.ok().unwrap();
+        assert_eq!(
+            got,
+            a[s as usize..=(e as usize).min(a.len() - 1)],
+            "range {s}-{e}"
+        );
+    }
+    let r = api
+        .download(&hashes[0], Some((3_000_000, 3_000_010)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (416, "range_not_satisfiable")
+    );
+
+    // v1 answers the same reconstruction with fetch_info.
+    let v1 = api
+        .get(&format!("/v1/reconstructions/{}", hashes[0]), &[])
+        .await
+        .json();
+    assert!(!v1["fetch_info"].as_object().unwrap().is_empty());
+    assert_eq!(
+        v1["terms"].as_array().unwrap().len(),
+        api.get(&format!("/v2/reconstructions/{}", hashes[0]), &[])
+            .await
+            .json()["terms"]
+            .as_array()
+            .unwrap()
+            .len()
+    );
+    let batch = api
+        .get(
+            &format!(
+                "/v1/reconstructions?file_id={}&file_id={}",
+                hashes[0], hashes[1]
+            ),
+            &[],
+        )
+        .await;
+    assert_eq!(batch.json()["files"].as_object().unwrap().len(), 2);
+
+    let missing = MerkleHash([7; 32]);
+    let r = api
+        .get(&format!("/v2/reconstructions/{missing}"), &[])
+        .await;
+    assert_eq!((r.status, r.code().as_str()), (404, "file_not_found"));
+    let r = api.head(&format!("/v1/files/{missing}")).await;
+    assert_eq!(r.status, 404);
+
+    // Telemetry is accepted; grants are not offered.
+    let r = api
+        .post("/v1/telemetry", br#"{"event":"x"}"#.to_vec())
+        .await;
+    assert_eq!(r.status, 200);
+    let r = api
+        .post(
+            &format!("/v1/xorb-grants/default/{}", x.hash),
+            b"{}".to_vec(),
+        )
+        .await;
+    assert_eq!((r.status, r.code().as_str()), (404, "grants_unavailable"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedup_query_finds_stored_chunks_under_both_prefixes() {
+    let node = DemoNode::start();
+    let api = Api::new(&node);
+    let a = random_bytes(4_000_000, 3);
+    let (plan, _) = plan_for(&[&a], &[]);
+    api.upload_plan(&plan).await;
+
+    let first_chunk = chunk_and_hash(&a)[0].hash;
+    let mut answers = Vec::new();
+    for prefix in ["default", "default-merkledb"] {
+        let r = api
+            .get(&format!("/v1/chunks/{prefix}/{first_chunk}"), &[])
+            .await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let parsed = parse_shard(&r.body).expect("a complete shard");
+        let footer = parsed.footer.as_ref().expect("with footer");
+        assert!(
+            footer.options().effective_key().is_some(),
+            "chunk hashes are keyed"
+        );
+        assert_eq!(parsed.shard.xorbs.len(), 1);
+        assert!(parsed.shard.files.is_empty());
+        answers.push(r.body);
+    }
+    let r = api
+        .get(&format!("/v1/chunks/default/{}", MerkleHash([9; 32])), &[])
+        .await;
+    assert_eq!((r.status, r.code().as_str()), (404, "chunk_not_found"));
+
+    // A one-byte edit re-uploads only around the edit.
+    let mut edited = a.clone();
+    edited[2_000_000] ^= 0xff;
+    let (plan2, hashes2) = plan_for(&[&edited], &answers[..1]);
+    let sent: usize = plan2.xorbs.iter().map(|x| x.bytes.len()).sum();
+    assert!(sent < 500_000, "sent {sent} bytes for a one-byte edit");
+    api.upload_plan(&plan2).await;
+    assert_eq!(api.download(&hashes2[0], None).await.ok().unwrap(), edited);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_input_gets_its_status_and_leaves_nothing() {
+    let node = DemoNode::start();
+    let api = Api::new(&node);
+    let a = random_bytes(1_000_000, 4);
+    let (plan, hashes) = plan_for(&[&a], &[]);
+    let x = &plan.xorbs[0];
+    let before = s3_objects(&node.s3_root());
+
+    // Xorbs: wrong name, truncated, garbage, bad hash text, unknown prefix, too large.
+    let other = MerkleHash([1; 32]);
+    let cases: Vec<(String, Vec<u8>, u16, &str)> = vec![
+        (
+            format!("/v1/xorbs/default/{other}"),
+            x.bytes.clone(),
+            400,
+            "xorb_hash_mismatch",
+        ),
+        (
+            format!("/v1/xorbs/default/{}", x.hash),
+            x.bytes[..x.bytes.len() - 5].to_vec(),
+            400,
+            "malformed_xorb",
+        ),
+        (
+            format!("/v1/xorbs/default/{}", x.hash),
+            vec![0xAB; 1000],
+            400,
+            "malformed_xorb",
+        ),
+        (
+            "/v1/xorbs/default/not-a-hash".to_owned(),
+            x.bytes.clone(),
+            400,
+            "invalid_hash",
+        ),
+        (
+            format!("/v1/xorbs/other/{}", x.hash),
+            x.bytes.clone(),
+            400,
+            "unknown_prefix",
+        ),
+    ];
+    // An oversized body is refused from its Content-Length, before it is read.
+    let head = oversized_upload_status(
+        &node.endpoint,
+        &format!("/v1/xorbs/default/{}", x.hash),
+        &node.token,
+        70 << 20,
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert!(head.contains("body_too_large"), "{head}");
+    for (path, body, status, code) in cases {
+        let r = api.post(&path, body).await;
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (status, code),
+            "{path}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    assert_eq!(
+        api.head(&format!("/v1/xorbs/default/{}", x.hash))
+            .await
+            .status,
+        404
+    );
+
+    // Shards: referencing a xorb that was never uploaded; garbage; wrong file hash.
+    let mut shard = plan.shard.clone();
+    shard.canonicalize();
+    for path in ["/v1/shards", "/v2/shards"] {
+        let r = api.post(path, shard.to_bytes().unwrap()).await;
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (400, "unknown_xorb"),
+            "{path}"
+        );
+        let r = api.post(path, b"not a shard".to_vec()).await;
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (400, "malformed_shard"),
+            "{path}"
+        );
+    }
+    for x in &plan.xorbs {
+        assert_eq!(
+            api.post(&format!("/v1/xorbs/default/{}", x.hash), x.bytes.clone())
+                .await
+                .status,
+            200
+        );
+    }
+    let after_xorbs = s3_objects(&node.s3_root());
+    let mut bad = shard.clone();
+    bad.files[0].file_hash = MerkleHash([3; 32]);
+    let r = api.post("/v1/shards", bad.to_bytes().unwrap()).await;
+    assert_eq!((r.status, r.code().as_str()), (400, "file_hash_mismatch"));
+    let mut bad = shard.clone();
+    bad.files[0].verification.as_mut().unwrap()[0] = MerkleHash([4; 32]);
+    let r = api.post("/v1/shards", bad.to_bytes().unwrap()).await;
+    assert_eq!((r.status, r.code().as_str()), (400, "malformed_shard"));
+    let mut bad: Shard = shard.clone();
+    let t = &mut bad.files[0].terms[0];
+    t.chunk_end += 100;
+    let r = api.post("/v1/shards", bad.to_bytes().unwrap()).await;
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        s3_objects(&node.s3_root()),
+        after_xorbs,
+        "refused shards stored nothing"
+    );
+    assert_eq!(
+        api.head(&format!("/v1/files/{}", hashes[0])).await.status,
+        404
+    );
+
+    // Tokens: none, garbage, read scope on a write endpoint.
+    let path = format!("/v1/xorbs/default/{}", x.hash);
+    let r = api
+        .send(
+            reqwest::Method::POST,
+            &path,
+            None,
+            &[],
+            Some(x.bytes.clone()),
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    assert!(r.headers.contains_key("www-authenticate"));
+    let r = api
+        .send(
+            reqwest::Method::POST,
+            &path,
+            Some("garbage"),
+            &[],
+            Some(x.bytes.clone()),
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    let read = node.issue_token("read", "1h");
+    let r = api
+        .send(
+            reqwest::Method::POST,
+            "/v1/shards",
+            Some(&read),
+            &[],
+            Some(shard.to_bytes().unwrap()),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    let r = api
+        .send(
+            reqwest::Method::GET,
+            &format!("/v2/reconstructions/{}", hashes[0]),
+            None,
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        api.head(&format!("/v1/files/{}", hashes[0])).await.status,
+        404
+    );
+    let _ = before;
+
+    // With every xorb present the same shard registers, and the read token can read it.
+    assert_eq!(
+        api.post("/v1/shards", shard.to_bytes().unwrap())
+            .await
+            .json(),
+        serde_json::json!({"result": 1})
+    );
+    let r = api
+        .send(
+            reqwest::Method::HEAD,
+            &format!("/v1/files/{}", hashes[0]),
+            Some(&read),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let _: &FileInfo = &shard.files[0];
+}
