@@ -138,19 +138,30 @@ async fn read_body(
     })
 }
 
+/// The request half shared by both reconstruction versions: read scope, the file
+/// hash from the path, the optional `Range`.
+async fn reconstruct(
+    state: &HttpState,
+    file: &str,
+    headers: &HeaderMap,
+) -> Result<crate::service::Reconstruction, ApiError> {
+    authorize(state, headers, Scope::Read)?;
+    let file = parse_hash(file)?;
+    Ok(state
+        .service
+        .reconstruction(&file, byte_range(headers)?)
+        .await?)
+}
+
 /// `GET /v2/reconstructions/{file}`.
 pub async fn reconstruction_v2(
     State(state): State<HttpState>,
     Path(file): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<ReconstructionV2>, ApiError> {
-    authorize(&state, &headers, Scope::Read)?;
-    let file = parse_hash(&file)?;
-    let r = state
-        .service
-        .reconstruction(&file, byte_range(&headers)?)
-        .await?;
-    Ok(Json(ReconstructionV2::from(&r)))
+    Ok(Json(ReconstructionV2::from(
+        &reconstruct(&state, &file, &headers).await?,
+    )))
 }
 
 /// `GET /v1/reconstructions/{file}`.
@@ -159,13 +170,9 @@ pub async fn reconstruction_v1(
     Path(file): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<ReconstructionV1>, ApiError> {
-    authorize(&state, &headers, Scope::Read)?;
-    let file = parse_hash(&file)?;
-    let r = state
-        .service
-        .reconstruction(&file, byte_range(&headers)?)
-        .await?;
-    Ok(Json(ReconstructionV1::from(&r)))
+    Ok(Json(ReconstructionV1::from(
+        &reconstruct(&state, &file, &headers).await?,
+    )))
 }
 
 /// Files a batch reconstruction may ask for at once.
