@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what building and testing need on a fresh Debian machine:
-# system packages (C toolchain pieces for -sys crates) and the Python
+# system packages (C toolchain pieces for -sys crates, which also build
+# Garage for the S3 tests; curl for its readiness check) and the Python
 # packages of the real-client compatibility tests. Idempotent and quick
 # when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(build-essential pkg-config cmake clang libclang-dev python3 python3-pip)
+APT_PACKAGES=(build-essential pkg-config cmake clang libclang-dev python3 python3-pip curl)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

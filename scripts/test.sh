@@ -1,13 +1,40 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project: set-up, formatting, lints, the
 # whole test suite (unit, property, differential against the Xet reference,
-# fuzz-corpus replay, real hf_xet client).
+# fuzz-corpus replay, real hf_xet client; the S3 store and the node's
+# end-to-end tests also against a real Garage server).
+#
+# CAS_SKIP_GARAGE=1 skips installing and starting Garage; the Garage S3 tests
+# then skip themselves. CI always runs them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cas-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 ./scripts/setup.sh
+
+if [ "${CAS_SKIP_GARAGE:-0}" = 1 ]; then
+  echo "== Garage skipped (CAS_SKIP_GARAGE=1): the garage:: S3 tests will skip"
+else
+  echo "== Garage"
+  ./scripts/garage.sh install
+  GARAGE_DIR="$(mktemp -d "${TMPDIR:-/tmp}/cas-garage.XXXXXX")"
+  stop_garage() {
+    local status=$?
+    if [ "$status" -ne 0 ] && [ -f "$GARAGE_DIR/garage.log" ]; then
+      echo "== Garage log (last lines)"
+      tail -n 40 "$GARAGE_DIR/garage.log" || true
+    fi
+    ./scripts/garage.sh stop "$GARAGE_DIR" || true
+    rm -rf "$GARAGE_DIR"
+    return "$status"
+  }
+  trap stop_garage EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  garage_env="$(./scripts/garage.sh start "$GARAGE_DIR")"
+  eval "$garage_env"
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -6,10 +6,15 @@
 //! - [`xet`]: the Xet CAS HTTP transport ([`xet::XetClient`]): dedup queries,
 //!   xorb and shard uploads, reconstructions and ranged fetches, with retries
 //!   and typed errors.
-//! - [`transfer`]: whole uploads and downloads over that transport: files and
-//!   directories in, file hashes out; file hashes (and byte ranges) in,
-//!   verified bytes out.
+//! - [`grpc`]: our gRPC transport ([`grpc::GrpcClient`]): the same operations
+//!   with batched lookups and streamed uploads over one HTTP/2 connection.
+//! - [`transfer`]: whole uploads and downloads over either transport
+//!   ([`transfer::Transport`]): files and directories in, file hashes out;
+//!   file hashes (and byte ranges) in, verified bytes out.
+//! - [`retry`]: bounded retries with backoff, shared by both transports.
 
+pub mod grpc;
 pub mod pipeline;
+pub mod retry;
 pub mod transfer;
 pub mod xet;

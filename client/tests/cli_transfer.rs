@@ -206,3 +206,61 @@ fn upload_to_an_unreachable_server_fails() {
     let err = stderr(&out);
     assert!(err.contains(&format!("upload to {ep} failed")), "{err}");
 }
+
+#[test]
+fn grpc_endpoints_fail_cleanly_when_unreachable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("f");
+    std::fs::write(&file, b"some bytes to upload").unwrap();
+    let ep = closed_endpoint().replace("http://", "grpc://");
+    let out = cas(
+        &[
+            "upload",
+            "--endpoint",
+            &ep,
+            "--attempts",
+            "1",
+            file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    let err = stderr(&out);
+    assert!(err.contains(&format!("upload to {ep} failed")), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    let out_path = dir.path().join("out.bin");
+    let out = cas(
+        &[
+            "download",
+            "--endpoint",
+            &ep,
+            "--attempts",
+            "1",
+            HASH,
+            "-o",
+            out_path.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    assert!(!out_path.exists());
+
+    let out = cas(
+        &[
+            "upload",
+            "--endpoint",
+            "grpc://h:1/a/path",
+            file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("grpc://host:port"),
+        "{}",
+        stderr(&out)
+    );
+}

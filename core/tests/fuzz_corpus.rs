@@ -1,12 +1,15 @@
 //! Replays the checked-in fuzz seed corpora through the fuzz targets' checks,
 //! plus single-byte mutations of every seed, on every normal test run.
 
-use std::path::Path;
+/// This package's directory: cargo's run-time value (the checkout being tested),
+/// falling back to the compile-time one.
+fn package_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), Into::into)
+}
 
 fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/corpus")
-        .join(target);
+    let dir = package_dir().join("fuzz/corpus").join(target);
     let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| {

@@ -33,7 +33,8 @@ struct Cli {
 enum Command {
     /// Run a node with the given configuration until interrupted.
     Serve(ConfigArgs),
-    /// Run a complete local node (embedded S3 included) until interrupted.
+    /// Run a complete local node until interrupted: an embedded S3 server unless the
+    /// configuration names one (s3.endpoint, e.g. CAS_NODE__S3__ENDPOINT).
     Demo(DemoArgs),
     /// Bearer tokens.
     #[command(subcommand)]
@@ -65,7 +66,8 @@ struct ConfigArgs {
 #[derive(Debug, Args)]
 struct DemoArgs {
     /// Once serving, write the endpoints and a write-scoped token to FILE as JSON:
-    /// {"endpoints": {"<region>": ["http://host:port"]}, "token": "<token>"}.
+    /// {"endpoints": {"<region>": ["http://host:port"]}, "grpc_endpoints": {"<region>":
+    /// ["grpc://host:port"]}, "token": "<token>"}.
     #[arg(long, value_name = "FILE")]
     state: Option<PathBuf>,
     /// Keep all data (objects, index, token secret) in DIR so a later run sees it;
@@ -75,6 +77,9 @@ struct DemoArgs {
     /// Address of the HTTP API (default: a free loopback port).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     http_listen: std::net::SocketAddr,
+    /// Address of the gRPC API (default: a free loopback port).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    grpc_listen: std::net::SocketAddr,
     #[command(flatten)]
     config: ConfigArgs,
 }
@@ -124,6 +129,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             state: args.state,
             data_dir: args.data_dir,
             http_listen: args.http_listen,
+            grpc_listen: args.grpc_listen,
         })),
         Command::Token(TokenCommand::Issue(args)) => issue(args),
         Command::Config(ConfigCommand::Check(args)) => check(args),

@@ -61,6 +61,8 @@ pub struct DemoOptions {
     pub data_dir: Option<PathBuf>,
     /// The HTTP API address.
     pub http_listen: std::net::SocketAddr,
+    /// The gRPC API address.
+    pub grpc_listen: std::net::SocketAddr,
 }
 
 /// Reads the demo's token secret from `path`, creating a random one the first time.
@@ -110,17 +112,25 @@ pub async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
 
-    let s3 = LocalS3::start(LocalS3Config::new(data_dir.join("s3")))
-        .await
-        .context("cannot start the embedded S3 server")?;
-    config.s3.endpoint = Some(s3.endpoint().to_owned());
-    config.s3.region = s3.region().to_owned();
-    config.s3.bucket = s3.bucket().to_owned();
-    config.s3.access_key_id = Some(s3.access_key_id().to_owned());
-    config.s3.secret_access_key = Some(Secret::new(s3.secret_access_key()));
-    config.s3.force_path_style = true;
+    // The embedded S3 server, unless the configuration names an S3 endpoint.
+    let s3 = match config.s3.endpoint {
+        Some(_) => None,
+        None => {
+            let s3 = LocalS3::start(LocalS3Config::new(data_dir.join("s3")))
+                .await
+                .context("cannot start the embedded S3 server")?;
+            config.s3.endpoint = Some(s3.endpoint().to_owned());
+            config.s3.region = s3.region().to_owned();
+            config.s3.bucket = s3.bucket().to_owned();
+            config.s3.access_key_id = Some(s3.access_key_id().to_owned());
+            config.s3.secret_access_key = Some(Secret::new(s3.secret_access_key()));
+            config.s3.force_path_style = true;
+            Some(s3)
+        }
+    };
     config.node.data_dir = data_dir.join("node");
     config.http.listen = opts.http_listen;
+    config.grpc.listen = opts.grpc_listen;
     if config.auth.token_secret.is_none() && config.auth.token_secret_file.is_none() {
         config.auth.token_secret = Some(demo_secret(&data_dir.join("token-secret"))?);
     }
@@ -128,11 +138,14 @@ pub async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
     let node = match RunningNode::start(&config, metrics).await {
         Ok(node) => node,
         Err(e) => {
-            s3.shutdown().await;
+            if let Some(s3) = s3 {
+                s3.shutdown().await;
+            }
             return Err(e.into());
         }
     };
     let url = format!("http://{}", node.http_addr());
+    let grpc_url = format!("grpc://{}", node.grpc_addr());
     let token = Tokens::from_config(&config.auth)?
         .with_max_ttl(config.auth.max_token_ttl)
         .issue(
@@ -143,6 +156,7 @@ pub async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
         .context("cannot issue the demo token")?;
     let state = serde_json::json!({
         "endpoints": { config.node.region.as_str(): [url] },
+        "grpc_endpoints": { config.node.region.as_str(): [grpc_url] },
         "token": token.token,
     });
     let text = serde_json::to_string_pretty(&state)?;
@@ -151,14 +165,16 @@ pub async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
     }
     println!("{text}");
     eprintln!(
-        "cas-node demo: serving {url} (region {}); Ctrl-C stops it",
+        "cas-node demo: serving {url} and {grpc_url} (region {}); Ctrl-C stops it",
         config.node.region
     );
 
     interrupted().await?;
     tracing::info!("stopping");
     node.shutdown().await;
-    s3.shutdown().await;
+    if let Some(s3) = s3 {
+        s3.shutdown().await;
+    }
     if let Some(path) = &opts.state {
         let _ = std::fs::remove_file(path);
     }

@@ -1,5 +1,5 @@
 //! Assembling and running a node from its configuration: object store, index, service,
-//! HTTP front end and metrics endpoint, with an orderly shutdown.
+//! HTTP and gRPC front ends and metrics endpoint, with an orderly shutdown.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::api::grpc::GrpcApi;
 use crate::api::http::{HttpState, router};
 use crate::auth::Tokens;
 use crate::config::{ConfigError, NodeConfig};
@@ -87,6 +88,7 @@ pub fn s3_settings(config: &NodeConfig) -> Result<S3Settings, ConfigError> {
 /// A running node.
 pub struct RunningNode {
     http_addr: SocketAddr,
+    grpc_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     service: CasService,
     stop: watch::Sender<bool>,
@@ -113,10 +115,38 @@ fn serve(
     })
 }
 
+/// Serves the gRPC API on `listener` until `stop` turns true.
+fn serve_grpc(
+    listener: TcpListener,
+    api: GrpcApi,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<std::io::Result<()>> {
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(api.into_server())
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            )
+            .await
+            .map_err(std::io::Error::other)
+    })
+}
+
+fn local_addr(listener: &TcpListener, configured: SocketAddr) -> Result<SocketAddr, StartError> {
+    listener.local_addr().map_err(|source| StartError::Bind {
+        addr: configured,
+        source,
+    })
+}
+
 impl RunningNode {
     /// Starts a node: checks the bucket, opens the index under `node.data_dir`, and
-    /// serves the HTTP API (and `/metrics` when `telemetry.metrics_listen` is set and a
-    /// metrics handle is given).
+    /// serves the HTTP API, the gRPC API (and `/metrics` when `telemetry.metrics_listen`
+    /// is set and a metrics handle is given).
     pub async fn start(
         config: &NodeConfig,
         metrics: Option<PrometheusHandle>,
@@ -133,10 +163,9 @@ impl RunningNode {
         let tokens = Tokens::from_config(&config.auth)?;
 
         let http = bind(config.http.listen).await?;
-        let http_addr = http.local_addr().map_err(|source| StartError::Bind {
-            addr: config.http.listen,
-            source,
-        })?;
+        let http_addr = local_addr(&http, config.http.listen)?;
+        let grpc = bind(config.grpc.listen).await?;
+        let grpc_addr = local_addr(&grpc, config.grpc.listen)?;
         let metrics_listener = match (config.telemetry.metrics_listen, &metrics) {
             (Some(addr), Some(_)) => Some(bind(addr).await?),
             _ => None,
@@ -145,7 +174,7 @@ impl RunningNode {
         let index = Index::open(
             &data_dir.join("index"),
             config.node.id,
-            crate::index::node_info(config.grpc.listen, config.node.region.as_str()),
+            crate::index::node_info(grpc_addr, config.node.region.as_str()),
         )
         .await?;
         let service = CasService::new(
@@ -158,9 +187,14 @@ impl RunningNode {
         let mut servers = Vec::new();
         let app = router(HttpState {
             service: service.clone(),
-            tokens,
+            tokens: tokens.clone(),
         });
         servers.push(serve(http, app, stop_rx.clone()));
+        servers.push(serve_grpc(
+            grpc,
+            GrpcApi::new(service.clone(), tokens),
+            stop_rx.clone(),
+        ));
         let mut metrics_addr = None;
         if let (Some(listener), Some(handle)) = (metrics_listener, metrics) {
             metrics_addr = listener.local_addr().ok();
@@ -173,9 +207,10 @@ impl RunningNode {
             );
             servers.push(serve(listener, app, stop_rx));
         }
-        tracing::info!(http = %http_addr, node = config.node.id, region = %config.node.region, "node serving");
+        tracing::info!(http = %http_addr, grpc = %grpc_addr, node = config.node.id, region = %config.node.region, "node serving");
         Ok(RunningNode {
             http_addr,
+            grpc_addr,
             metrics_addr,
             service,
             stop,
@@ -186,6 +221,11 @@ impl RunningNode {
     /// The address the HTTP API listens on.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The address the gRPC API listens on.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
     }
 
     /// The address of the metrics endpoint, when there is one.

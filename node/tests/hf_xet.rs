@@ -13,9 +13,18 @@ use cas_client::transfer::{DownloadOptions, UploadOptions, download_bytes, uploa
 use cas_client::xet::XetClient;
 use cas_core::hash::MerkleHash;
 use rand::{Rng, SeedableRng};
-use support::DemoNode;
+use support::{DemoNode, ExternalS3};
 
-const DRIVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/hf_xet_driver.py");
+/// The driver script, in the checkout being tested (cargo's run-time
+/// `CARGO_MANIFEST_DIR`, falling back to the compile-time one).
+fn driver_script() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(
+            || env!("CARGO_MANIFEST_DIR").into(),
+            std::path::PathBuf::from,
+        )
+        .join("tests/python/hf_xet_driver.py")
+}
 
 fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -27,7 +36,7 @@ fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
 /// Runs the driver; panics with its stderr on failure.
 fn driver(args: &[&str]) -> String {
     let out = Command::new("python3")
-        .arg(DRIVER)
+        .arg(driver_script())
         .args(args)
         .env(
             "HF_XET_CACHE",
@@ -110,7 +119,19 @@ fn write_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hf_xet_uploads_and_cas_downloads_and_the_reverse() {
-    let node = DemoNode::start();
+    hf_xet_uploads_and_cas_downloads_and_the_reverse_on(DemoNode::start()).await;
+}
+
+/// The same against Garage (CI runs it; skipped when `GARAGE_ENDPOINT` is not set).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hf_xet_uploads_and_cas_downloads_and_the_reverse_on_garage() {
+    if let Some(s3) = ExternalS3::garage() {
+        hf_xet_uploads_and_cas_downloads_and_the_reverse_on(DemoNode::start_with(Some(s3))).await;
+    }
+}
+
+/// hf_xet and `cas` against `node`, each downloading what the other uploaded.
+async fn hf_xet_uploads_and_cas_downloads_and_the_reverse_on(node: DemoNode) {
     let dir = tempfile::tempdir().unwrap();
     let client = XetClient::new(&node.endpoint, Some(&node.token)).unwrap();
 

@@ -3,9 +3,6 @@
 
 mod support;
 
-use std::collections::BTreeSet;
-use std::path::Path;
-
 use cas_client::pipeline::{UploadPlan, UploadSession};
 use cas_core::chunking::chunk_and_hash;
 use cas_core::hash::MerkleHash;
@@ -13,7 +10,7 @@ use cas_core::shard::{FileInfo, Shard, parse_shard};
 use cas_core::xorb::decode_range_body;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
-use support::DemoNode;
+use support::{DemoNode, ExternalS3};
 
 fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -247,26 +244,21 @@ fn plan_for(files: &[&[u8]], answers: &[Vec<u8>]) -> (UploadPlan, Vec<MerkleHash
     (session.finish().expect("plan"), hashes)
 }
 
-/// Every object file under the embedded S3 root (relative paths).
-fn s3_objects(root: &Path) -> BTreeSet<String> {
-    fn walk(dir: &Path, root: &Path, out: &mut BTreeSet<String>) {
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, root, out);
-            } else {
-                out.insert(p.strip_prefix(root).unwrap().display().to_string());
-            }
-        }
-    }
-    let mut out = BTreeSet::new();
-    walk(root, root, &mut out);
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_then_reconstruct_whole_and_ranges() {
-    let node = DemoNode::start();
+    upload_then_reconstruct_whole_and_ranges_on(DemoNode::start()).await;
+}
+
+/// The same against Garage (CI runs it; skipped when `GARAGE_ENDPOINT` is not set).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_then_reconstruct_whole_and_ranges_on_garage() {
+    if let Some(s3) = ExternalS3::garage() {
+        upload_then_reconstruct_whole_and_ranges_on(DemoNode::start_with(Some(s3))).await;
+    }
+}
+
+/// Uploads through the HTTP API of `node`, then reads back whole files and ranges.
+async fn upload_then_reconstruct_whole_and_ranges_on(node: DemoNode) {
     let api = Api::new(&node);
     let a = random_bytes(3_000_000, 1);
     let mut b = vec![0u8; 700_000];
@@ -431,7 +423,7 @@ async fn refused_input_gets_its_status_and_leaves_nothing() {
     let a = random_bytes(1_000_000, 4);
     let (plan, hashes) = plan_for(&[&a], &[]);
     let x = &plan.xorbs[0];
-    let before = s3_objects(&node.s3_root());
+    let before = node.s3_objects();
 
     // Xorbs: wrong name, truncated, garbage, bad hash text, unknown prefix, too large.
     let other = MerkleHash([1; 32]);
@@ -518,7 +510,7 @@ async fn refused_input_gets_its_status_and_leaves_nothing() {
             200
         );
     }
-    let after_xorbs = s3_objects(&node.s3_root());
+    let after_xorbs = node.s3_objects();
     let mut bad = shard.clone();
     bad.files[0].file_hash = MerkleHash([3; 32]);
     let r = api.post("/v1/shards", bad.to_bytes().unwrap()).await;
@@ -533,7 +525,7 @@ async fn refused_input_gets_its_status_and_leaves_nothing() {
     let r = api.post("/v1/shards", bad.to_bytes().unwrap()).await;
     assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(
-        s3_objects(&node.s3_root()),
+        node.s3_objects(),
         after_xorbs,
         "refused shards stored nothing"
     );

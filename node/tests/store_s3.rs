@@ -380,15 +380,16 @@ async fn presigned_urls(b: &Backend) {
         assert_eq!(resp.status(), 403, "{what} tampering was not refused");
     }
 
-    // Expired URLs are refused.
+    // Expired URLs are refused: 403 from s3s (as from AWS), 400 from Garage. Clients
+    // ask for a fresh reconstruction on either.
     let short = b.store_with(|s| s.presign_ttl = Duration::from_secs(1));
     let url = short.presigned_get(&key).await.expect("presign");
     assert_eq!(http.get(&url).send().await.expect("GET").status(), 200);
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(
-        http.get(&url).send().await.expect("GET").status(),
-        403,
-        "expired URL accepted"
+    let status = http.get(&url).send().await.expect("GET").status();
+    assert!(
+        status == 403 || status == 400,
+        "expired URL not refused: {status}"
     );
 }
 

@@ -19,7 +19,11 @@ pub fn run(
     output: &Path,
     range: Option<ByteRange>,
 ) -> Result<ExitCode> {
-    let client = server.client()?;
+    let rt = runtime()?;
+    let client = {
+        let _in_runtime = rt.enter();
+        server.client()?
+    };
     let bar = byte_bar("downloading");
     let progress_bar = bar.clone();
     let opts = DownloadOptions {
@@ -30,13 +34,13 @@ pub fn run(
         })),
         ..DownloadOptions::default()
     };
-    let result = runtime()?.block_on(download_to_file(&client, hash, range, output, &opts));
+    let result = rt.block_on(download_to_file(&client, hash, range, output, &opts));
     bar.finish_and_clear();
     let report = match result {
         Ok(r) => r,
         Err(e) if e.is_not_found() => {
             return Err(
-                anyhow!(e).context(format!("file {hash} is not known to {}", client.endpoint()))
+                anyhow!(e).context(format!("file {hash} is not known to {}", server.endpoint))
             );
         }
         Err(e) if e.is_range_not_satisfiable() => {

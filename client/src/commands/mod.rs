@@ -10,14 +10,16 @@ use std::io::{self, BufWriter, IsTerminal, Read, Write};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use cas_client::xet::{RetryPolicy, XetClient, XetClientConfig};
+use cas_client::transfer::Remote;
+use cas_client::xet::RetryPolicy;
 use cas_core::chunking::{ChunkedBlock, ChunkedBlocks};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Where the CAS server is and how to authenticate (shared by `upload` and `download`).
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServerArgs {
-    /// Base URL of the CAS server (e.g. https://cas.example.com).
+    /// The CAS server: http:// or https:// for the Xet HTTP API
+    /// (e.g. https://cas.example.com), grpc://host:port for a node's gRPC API.
     #[arg(long, env = "CAS_ENDPOINT")]
     pub endpoint: String,
     /// Bearer token for the CAS server; prefer the environment variable, which other
@@ -31,15 +33,16 @@ pub struct ServerArgs {
 }
 
 impl ServerArgs {
-    /// The HTTP client these arguments describe.
-    pub fn client(&self) -> Result<XetClient> {
-        let mut config = XetClientConfig::new(&self.endpoint).with_retry(RetryPolicy {
+    /// The client these arguments describe (HTTP or gRPC, by the endpoint's scheme).
+    pub fn client(&self) -> Result<Remote> {
+        let retry = RetryPolicy {
             max_attempts: self.attempts,
             base_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(10),
-        });
-        config.token = self.token.clone().filter(|t| !t.trim().is_empty());
-        XetClient::with_config(config).context("cannot set up the HTTP client")
+        };
+        let token = self.token.as_deref().filter(|t| !t.trim().is_empty());
+        Remote::connect(&self.endpoint, token, retry)
+            .with_context(|| format!("cannot set up a client for {}", self.endpoint))
     }
 }
 

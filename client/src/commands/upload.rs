@@ -14,7 +14,11 @@ use super::{ServerArgs, byte_bar, finish_output, runtime, stdout};
 /// Uploads `paths` (files, or directories walked recursively) and prints
 /// `<file-hash>  <path>` per file on standard output, then a summary on standard error.
 pub fn run(server: &ServerArgs, paths: &[PathBuf], threads: usize) -> Result<ExitCode> {
-    let client = server.client()?;
+    let rt = runtime()?;
+    let client = {
+        let _in_runtime = rt.enter();
+        server.client()?
+    };
     let bar = byte_bar("uploading");
     let progress_bar = bar.clone();
     let opts = UploadOptions {
@@ -29,9 +33,9 @@ pub fn run(server: &ServerArgs, paths: &[PathBuf], threads: usize) -> Result<Exi
         })),
         ..UploadOptions::default()
     };
-    let result = runtime()?.block_on(upload_paths(&client, paths, &opts));
+    let result = rt.block_on(upload_paths(&client, paths, &opts));
     bar.finish_and_clear();
-    let report = result.with_context(|| format!("upload to {} failed", client.endpoint()))?;
+    let report = result.with_context(|| format!("upload to {} failed", server.endpoint))?;
 
     let mut out = stdout();
     for f in &report.files {

@@ -8,13 +8,15 @@
 //! A whole-file download is verified: the merkle hash of the decoded chunks
 //! must be the requested file hash, or nothing is written.
 //!
-//! All distinct decoded ranges of the requested span are held in memory until
-//! they are written, so memory use grows with the (deduplicated) size asked for.
+//! Ranges are fetched in file order, several at a time, and written out as soon
+//! as the terms before them are; a decoded range is dropped after its last term,
+//! so memory stays bounded whatever the file size.
 
 use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use cas_core::MerkleHash;
 use cas_core::hash::chunk_hash;
 use cas_core::merkle::file_hash;
@@ -22,8 +24,9 @@ use cas_core::xorb::decode_range_body;
 use futures::StreamExt;
 use reqwest::StatusCode;
 
+use super::transport::Transport;
 use super::{Progress, ProgressFn, TransferError, report};
-use crate::xet::{ByteRange, ChunkRange, HttpRange, ReconstructionV2, XetClient};
+use crate::xet::{ByteRange, ChunkRange, HttpRange, ReconstructionTerm, ReconstructionV2};
 
 /// Settings of a download.
 #[derive(Clone)]
@@ -80,7 +83,7 @@ struct Decoded {
     /// Index of the range's first chunk in its xorb.
     chunk_start: u32,
     /// The decoded bytes.
-    data: Vec<u8>,
+    data: Bytes,
     /// Chunk boundaries in `data`: `n + 1` offsets.
     bounds: Vec<usize>,
     /// Chunk hashes (only when verifying).
@@ -165,91 +168,109 @@ fn decode(file: &MerkleHash, job: &Job, body: &[u8], hash: bool) -> Result<Decod
     };
     Ok(Decoded {
         chunk_start: job.chunks.start,
-        data,
+        data: Bytes::from(data),
         bounds,
         hashes,
     })
 }
 
-/// Fetches and decodes every job, several at a time.
-async fn fetch_all(
-    client: &XetClient,
-    file: &MerkleHash,
-    jobs: &[Job],
+/// Fetches and decodes `jobs` (`fetch_concurrency` at a time), yielding them in order
+/// with the number of bytes fetched for each.
+fn fetch_in_order<'a, T: Transport>(
+    client: &'a T,
+    file: MerkleHash,
+    jobs: Vec<Job>,
     verify: bool,
-    opts: &DownloadOptions,
-) -> Result<(Vec<Decoded>, u64), TransferError> {
-    let total: u64 = jobs.iter().map(|j| j.bytes.len()).sum();
-    report(&opts.progress, Progress::Total { bytes: total });
-    let file = *file;
-    let mut results = futures::stream::iter(jobs.iter().cloned().enumerate())
-        .map(|(i, job)| async move {
+    opts: &'a DownloadOptions,
+) -> impl futures::Stream<Item = Result<(Decoded, u64), TransferError>> + Send + 'a {
+    futures::stream::iter(jobs)
+        .map(move |job| async move {
             let body = client
+                .fetcher()
                 .fetch_range(&job.url, job.bytes.start, job.bytes.end)
                 .await?;
-            report(
-                &opts.progress,
-                Progress::Fetched {
-                    bytes: body.len() as u64,
-                },
-            );
             let fetched = body.len() as u64;
+            report(&opts.progress, Progress::Fetched { bytes: fetched });
             let decoded =
                 tokio::task::spawn_blocking(move || decode(&file, &job, &body, verify)).await??;
-            Ok::<_, TransferError>((i, decoded, fetched))
+            Ok((decoded, fetched))
         })
-        .buffer_unordered(opts.fetch_concurrency.max(1));
-    let mut slots: Vec<Option<Decoded>> =
-        std::iter::repeat_with(|| None).take(jobs.len()).collect();
-    let mut fetched = 0;
-    while let Some(r) = results.next().await {
-        let (i, d, n) = r?;
-        slots[i] = Some(d);
-        fetched += n;
-    }
-    let decoded = slots
-        .into_iter()
-        .map(|d| d.ok_or_else(|| TransferError::Task("a range was not fetched".into())))
-        .collect::<Result<_, _>>()?;
-    Ok((decoded, fetched))
+        .buffered(opts.fetch_concurrency.max(1))
 }
 
-/// A reconstruction with all its ranges fetched and decoded.
-#[derive(Debug)]
-struct Fetched {
-    /// The reconstruction.
-    recon: ReconstructionV2,
-    /// For each term, the index of its range in `decoded`.
-    term_slots: Vec<usize>,
-    /// The decoded ranges.
-    decoded: Vec<Decoded>,
+/// Whether a fetch failed because its URL expired (403 from AWS and s3s, 400 from Garage).
+fn is_expired_url(e: &TransferError) -> bool {
+    matches!(e, TransferError::Xet(x)
+        if matches!(x.status(), Some(StatusCode::FORBIDDEN | StatusCode::BAD_REQUEST)))
 }
 
-/// Writes the terms in order: skips `offset_into_first_range`, stops after `limit`
-/// bytes; checks every term's length. Returns the bytes written and, when
-/// `verify`, the `(chunk hash, length)` of every chunk of every term.
-fn assemble(
+/// Copies the fresh fetch URLs of `fresh` into `jobs` (planned from `old`); the two
+/// reconstructions must describe the same terms from the same byte ranges.
+fn renew_urls(
     file: &MerkleHash,
-    fetched: &Fetched,
-    limit: Option<u64>,
-    verify: bool,
-    out: &mut impl Write,
-    out_path: &Path,
-) -> Result<(u64, Vec<(MerkleHash, u64)>), TransferError> {
-    let Fetched {
-        recon,
-        term_slots,
-        decoded,
-    } = fetched;
-    let mut skip = recon.offset_into_first_range;
-    let mut remaining = limit.unwrap_or(u64::MAX);
-    let mut written = 0u64;
-    let mut leaves = Vec::new();
-    for (i, (t, &slot)) in recon.terms.iter().zip(term_slots).enumerate() {
-        let d = &decoded[slot];
+    old: &ReconstructionV2,
+    fresh: &ReconstructionV2,
+    jobs: &mut [Job],
+) -> Result<(), TransferError> {
+    let changed = || TransferError::Reconstruction {
+        file: *file,
+        reason: "the reconstruction changed while the file was being downloaded".into(),
+    };
+    if old.terms != fresh.terms || old.offset_into_first_range != fresh.offset_into_first_range {
+        return Err(changed());
+    }
+    let (fresh_jobs, _) = plan(file, fresh)?;
+    if fresh_jobs.len() != jobs.len() {
+        return Err(changed());
+    }
+    for (job, new) in jobs.iter_mut().zip(fresh_jobs) {
+        if (job.xorb, job.chunks, job.bytes) != (new.xorb, new.chunks, new.bytes) {
+            return Err(changed());
+        }
+        job.url = new.url;
+    }
+    Ok(())
+}
+
+/// `(chunk hash, length)` of every chunk of a file, in order: the leaves of its hash.
+type Leaves = Vec<(MerkleHash, u64)>;
+
+/// Cuts the terms, in file order, from their decoded ranges: skips
+/// `offset_into_first_range`, stops after the requested length, checks every
+/// term's length and (when verifying) collects the chunk leaves of the file hash.
+#[derive(Debug)]
+struct Assembler {
+    /// Bytes still to skip at the start.
+    skip: u64,
+    /// Bytes still to write.
+    remaining: u64,
+    /// Bytes handed out so far.
+    written: u64,
+    /// The leaves so far, when verifying.
+    leaves: Option<Leaves>,
+}
+
+impl Assembler {
+    fn new(offset: u64, limit: Option<u64>, verify: bool) -> Self {
+        Assembler {
+            skip: offset,
+            remaining: limit.unwrap_or(u64::MAX),
+            written: 0,
+            leaves: verify.then(Vec::new),
+        }
+    }
+
+    /// The bytes of term `i` to write (possibly none), cut from its decoded range `d`.
+    fn term(
+        &mut self,
+        file: &MerkleHash,
+        i: usize,
+        t: &ReconstructionTerm,
+        d: &Decoded,
+    ) -> Result<Bytes, TransferError> {
         let a = (t.range.start - d.chunk_start) as usize;
         let b = (t.range.end - d.chunk_start) as usize;
-        let bytes = &d.data[d.bounds[a]..d.bounds[b]];
+        let bytes = d.data.slice(d.bounds[a]..d.bounds[b]);
         if bytes.len() as u64 != t.unpacked_length {
             return Err(TransferError::Reconstruction {
                 file: *file,
@@ -260,35 +281,42 @@ fn assemble(
                 ),
             });
         }
-        if verify {
+        if let Some(leaves) = &mut self.leaves {
             leaves.extend((a..b).map(|k| (d.hashes[k], (d.bounds[k + 1] - d.bounds[k]) as u64)));
         }
-        let s = skip.min(bytes.len() as u64) as usize;
-        skip -= s as u64;
-        let part = &bytes[s..];
-        let take = (part.len() as u64).min(remaining) as usize;
-        if take > 0 {
-            out.write_all(&part[..take])
-                .map_err(|e| TransferError::io(out_path, e))?;
-            remaining -= take as u64;
-            written += take as u64;
+        let s = self.skip.min(bytes.len() as u64) as usize;
+        self.skip -= s as u64;
+        let take = ((bytes.len() - s) as u64).min(self.remaining) as usize;
+        self.remaining -= take as u64;
+        self.written += take as u64;
+        Ok(bytes.slice(s..s + take))
+    }
+
+    /// The bytes written and the leaves, once every term went through.
+    fn finish(
+        self,
+        file: &MerkleHash,
+        offset: u64,
+    ) -> Result<(u64, Option<Leaves>), TransferError> {
+        if self.skip > 0 {
+            return Err(TransferError::Reconstruction {
+                file: *file,
+                reason: format!("offset_into_first_range {offset} is past the end of the terms"),
+            });
         }
+        Ok((self.written, self.leaves))
     }
-    if skip > 0 {
-        return Err(TransferError::Reconstruction {
-            file: *file,
-            reason: format!(
-                "offset_into_first_range {} is past the end of the terms",
-                recon.offset_into_first_range
-            ),
-        });
-    }
-    Ok((written, leaves))
 }
 
 /// Downloads into `out` (whose path is only used in error messages).
-async fn download_into<W: Write + Send + 'static>(
-    client: &XetClient,
+///
+/// Ranges are fetched in file order, `fetch_concurrency` at a time; the terms are
+/// written as soon as their range is decoded (on a blocking thread), and a decoded
+/// range is dropped after its last term, so memory stays near `fetch_concurrency`
+/// ranges whatever the file size. An expired fetch URL gets the reconstruction asked
+/// for again, once, and the download goes on from where it was.
+async fn download_into<T: Transport, W: Write + Send + 'static>(
+    client: &T,
     file: &MerkleHash,
     range: Option<ByteRange>,
     opts: &DownloadOptions,
@@ -311,75 +339,107 @@ async fn download_into<W: Write + Send + 'static>(
         };
     }
     let verify = range.is_none();
-    let mut attempt = 0;
-    let (all, fetched, fetches) = loop {
-        attempt += 1;
-        let recon = client.reconstruction(file, range).await?;
-        let (jobs, term_slots) = plan(file, &recon)?;
-        match fetch_all(client, file, &jobs, verify, opts).await {
-            Ok((decoded, fetched)) => {
-                let all = Fetched {
-                    recon,
-                    term_slots,
-                    decoded,
-                };
-                break (all, fetched, jobs.len());
-            }
-            // Expired fetch URLs: ask for fresh ones, once.
-            Err(TransferError::Xet(e))
-                if attempt == 1 && e.status() == Some(StatusCode::FORBIDDEN) =>
-            {
-                continue;
-            }
-            Err(e) => return Err(e),
-        }
-    };
-    if verify && all.recon.offset_into_first_range != 0 {
+    let recon = client.reconstruction(*file, range).await?;
+    let offset = recon.offset_into_first_range;
+    if verify && offset != 0 {
         return Err(TransferError::Reconstruction {
             file: *file,
-            reason: format!(
-                "a whole-file reconstruction starts at offset {}",
-                all.recon.offset_into_first_range
-            ),
+            reason: format!("a whole-file reconstruction starts at offset {offset}"),
         });
     }
+    let (mut jobs, term_slots) = plan(file, &recon)?;
+    let mut last_use = vec![0usize; jobs.len()];
+    for (i, &slot) in term_slots.iter().enumerate() {
+        last_use[slot] = i;
+    }
+    let total: u64 = jobs.iter().map(|j| j.bytes.len()).sum();
+    report(&opts.progress, Progress::Total { bytes: total });
 
-    let file = *file;
-    let limit = range.and_then(|r| r.len());
-    let (out, written, leaves) = tokio::task::spawn_blocking(move || {
+    // The writer thread: writes what it receives, in order.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(64);
+    let writer = tokio::task::spawn_blocking(move || {
         let mut out = out;
-        let (written, leaves) = assemble(&file, &all, limit, verify, &mut out, &out_path)?;
-        Ok::<_, TransferError>((out, written, leaves))
-    })
-    .await??;
+        for part in rx {
+            out.write_all(&part)
+                .map_err(|e| TransferError::io(&out_path, e))?;
+        }
+        Ok::<_, TransferError>(out)
+    });
 
-    if verify {
-        let actual = file_hash(&leaves);
-        if actual != file {
-            return Err(TransferError::FileHashMismatch {
-                expected: file,
-                actual,
+    let fed = async {
+        let tx = tx;
+        let mut asm = Assembler::new(offset, range.and_then(|r| r.len()), verify);
+        let mut held: HashMap<usize, Decoded> = HashMap::new();
+        let mut received = 0usize;
+        let mut fetched = 0u64;
+        let mut renewed = false;
+        let mut stream = Box::pin(fetch_in_order(client, *file, jobs.clone(), verify, opts));
+        for (i, (t, &slot)) in recon.terms.iter().zip(&term_slots).enumerate() {
+            while slot >= received {
+                match stream.next().await {
+                    Some(Ok((d, n))) => {
+                        held.insert(received, d);
+                        received += 1;
+                        fetched += n;
+                    }
+                    Some(Err(e)) if !renewed && is_expired_url(&e) => {
+                        renewed = true;
+                        let fresh = client.reconstruction(*file, range).await?;
+                        renew_urls(file, &recon, &fresh, &mut jobs)?;
+                        let rest = jobs[received..].to_vec();
+                        stream = Box::pin(fetch_in_order(client, *file, rest, verify, opts));
+                    }
+                    Some(Err(e)) => return Err(e),
+                    None => return Err(TransferError::Task("a range was not fetched".into())),
+                }
+            }
+            let part = asm.term(file, i, t, &held[&slot])?;
+            if last_use[slot] == i {
+                held.remove(&slot);
+            }
+            if !part.is_empty() && tx.send(part).is_err() {
+                // The writer stopped; its error is reported below.
+                break;
+            }
+        }
+        let (written, leaves) = asm.finish(file, offset)?;
+        Ok((written, leaves, fetched))
+    }
+    .await;
+    let out = writer.await??;
+    let (written, leaves, fetched) = fed?;
+
+    match leaves {
+        Some(leaves) => {
+            let actual = file_hash(&leaves);
+            if actual != *file {
+                return Err(TransferError::FileHashMismatch {
+                    expected: *file,
+                    actual,
+                });
+            }
+        }
+        None if written == 0 => {
+            return Err(TransferError::RangeNotSatisfiable {
+                range: range.map(|r| r.to_string()).unwrap_or_default(),
             });
         }
-    } else if written == 0 {
-        return Err(TransferError::RangeNotSatisfiable {
-            range: range.map(|r| r.to_string()).unwrap_or_default(),
-        });
+        None => {}
     }
     Ok((
         out,
         DownloadReport {
             bytes_written: written,
             bytes_fetched: fetched,
-            fetches,
+            fetches: jobs.len(),
             verified: verify,
         },
     ))
 }
 
 /// Downloads a file (or a byte range of it) into memory.
-pub async fn download_bytes(
-    client: &XetClient,
+pub async fn download_bytes<T: Transport>(
+    client: &T,
     file_hash: &MerkleHash,
     range: Option<ByteRange>,
     opts: &DownloadOptions,
@@ -399,8 +459,8 @@ pub async fn download_bytes(
 /// to a temporary file in `out`'s directory, which is synced and renamed over
 /// `out` only once everything was fetched, checked and (for a whole file)
 /// verified. On error `out` is left untouched.
-pub async fn download_to_file(
-    client: &XetClient,
+pub async fn download_to_file<T: Transport>(
+    client: &T,
     file_hash: &MerkleHash,
     range: Option<ByteRange>,
     out: &Path,
@@ -512,37 +572,50 @@ mod tests {
         assert!(recon.terms.len() > 3);
     }
 
+    /// Runs every term of `recon` through an [`Assembler`]: the bytes, their count, the leaves.
+    fn assemble_all(
+        file: &MerkleHash,
+        recon: &ReconstructionV2,
+        decoded: &[Decoded],
+        slots: &[usize],
+        limit: Option<u64>,
+        verify: bool,
+    ) -> Result<(Vec<u8>, u64, Option<Leaves>), TransferError> {
+        let mut asm = Assembler::new(recon.offset_into_first_range, limit, verify);
+        let mut out = Vec::new();
+        for (i, (t, &s)) in recon.terms.iter().zip(slots).enumerate() {
+            out.extend_from_slice(&asm.term(file, i, t, &decoded[s])?);
+        }
+        let (n, leaves) = asm.finish(file, recon.offset_into_first_range)?;
+        Ok((out, n, leaves))
+    }
+
     #[test]
     fn assembles_skips_truncates_and_verifies() {
         let data = pseudo_random(700_000);
-        let (body, recon, leaves) = fixture(&data);
+        let (body, mut recon, leaves) = fixture(&data);
         let file = file_hash(&leaves);
         let (jobs, slots) = plan(&file, &recon).unwrap();
         let decoded = vec![decode(&file, &jobs[0], &body, true).unwrap()];
-        let mut all = Fetched {
-            recon: recon.clone(),
-            term_slots: slots,
-            decoded,
-        };
 
-        let mut out = Vec::new();
-        let (n, got_leaves) = assemble(&file, &all, None, true, &mut out, Path::new("m")).unwrap();
+        let (out, n, got_leaves) =
+            assemble_all(&file, &recon, &decoded, &slots, None, true).unwrap();
         assert_eq!(n, data.len() as u64);
         assert_eq!(out, data);
-        assert_eq!(file_hash(&got_leaves), file);
+        assert_eq!(file_hash(&got_leaves.unwrap()), file);
 
         // A range starting mid-chunk: skip into the first term, cut at the length.
-        all.recon.offset_into_first_range = 1234;
-        let mut out = Vec::new();
-        let (n, _) = assemble(&file, &all, Some(100_000), false, &mut out, Path::new("m")).unwrap();
+        recon.offset_into_first_range = 1234;
+        let (out, n, leaves) =
+            assemble_all(&file, &recon, &decoded, &slots, Some(100_000), false).unwrap();
         assert_eq!(n, 100_000);
         assert_eq!(out, &data[1234..101_234]);
+        assert!(leaves.is_none());
 
         // An offset past all the data is an error.
-        all.recon.offset_into_first_range = data.len() as u64 + 1;
-        let mut out = Vec::new();
+        recon.offset_into_first_range = data.len() as u64 + 1;
         assert!(matches!(
-            assemble(&file, &all, None, false, &mut out, Path::new("m")),
+            assemble_all(&file, &recon, &decoded, &slots, None, false),
             Err(TransferError::Reconstruction { .. })
         ));
     }
@@ -554,13 +627,32 @@ mod tests {
         let file = file_hash(&leaves);
         recon.terms[0].unpacked_length += 1;
         let (jobs, slots) = plan(&file, &recon).unwrap();
-        let all = Fetched {
-            decoded: vec![decode(&file, &jobs[0], &body, false).unwrap()],
-            recon,
-            term_slots: slots,
-        };
-        let err = assemble(&file, &all, None, false, &mut Vec::new(), Path::new("m")).unwrap_err();
+        let decoded = vec![decode(&file, &jobs[0], &body, false).unwrap()];
+        let err = assemble_all(&file, &recon, &decoded, &slots, None, false).unwrap_err();
         assert!(err.to_string().contains("unpacked_length"), "{err}");
+    }
+
+    #[test]
+    fn renewed_urls_must_describe_the_same_ranges() {
+        let data = pseudo_random(300_000);
+        let (_, recon, leaves) = fixture(&data);
+        let file = file_hash(&leaves);
+        let (mut jobs, _) = plan(&file, &recon).unwrap();
+        let mut fresh = recon.clone();
+        for f in fresh.xorbs.values_mut().flatten() {
+            f.url = "http://fetch/renewed".into();
+        }
+        renew_urls(&file, &recon, &fresh, &mut jobs).unwrap();
+        assert!(jobs.iter().all(|j| j.url == "http://fetch/renewed"));
+
+        let mut moved = fresh.clone();
+        for f in moved.xorbs.values_mut().flatten() {
+            f.ranges[0].bytes.end -= 1;
+        }
+        assert!(renew_urls(&file, &recon, &moved, &mut jobs).is_err());
+        let mut other = fresh;
+        other.terms.pop();
+        assert!(renew_urls(&file, &recon, &other, &mut jobs).is_err());
     }
 
     #[test]

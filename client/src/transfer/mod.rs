@@ -1,4 +1,4 @@
-//! Whole uploads and downloads over the Xet transport.
+//! Whole uploads and downloads over either transport ([`Transport`]).
 //!
 //! - [`upload`]: files and directories → chunks → global-dedup queries →
 //!   [`crate::pipeline::UploadSession`] → xorbs and shards posted to the server.
@@ -7,6 +7,7 @@
 //!   bytes, written atomically.
 
 pub mod download;
+pub mod transport;
 pub mod upload;
 
 use std::path::PathBuf;
@@ -15,10 +16,12 @@ use std::sync::Arc;
 use cas_core::MerkleHash;
 use reqwest::StatusCode;
 
+use crate::grpc::GrpcError;
 use crate::pipeline::PipelineError;
 use crate::xet::XetError;
 
 pub use download::{DownloadOptions, DownloadReport, download_bytes, download_to_file};
+pub use transport::{DedupAnswers, Remote, Transport};
 pub use upload::{
     UploadOptions, UploadReport, UploadedFile, collect_files, upload_files, upload_paths,
     usable_answer,
@@ -83,9 +86,12 @@ pub enum TransferError {
         /// The path given.
         path: PathBuf,
     },
-    /// The server or a fetch URL failed.
+    /// The server (over HTTP) or a fetch URL failed.
     #[error(transparent)]
     Xet(#[from] XetError),
+    /// The server failed over gRPC.
+    #[error(transparent)]
+    Grpc(GrpcError),
     /// The upload pipeline refused the data.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
@@ -145,7 +151,11 @@ pub enum TransferError {
 impl TransferError {
     /// Whether the server said the file (or chunk) does not exist.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, TransferError::Xet(e) if e.is_not_found())
+        match self {
+            TransferError::Xet(e) => e.is_not_found(),
+            TransferError::Grpc(e) => e.is_not_found(),
+            _ => false,
+        }
     }
 
     /// Whether the range asked for is outside the file (locally known or HTTP 416).
@@ -153,6 +163,7 @@ impl TransferError {
         match self {
             TransferError::RangeNotSatisfiable { .. } => true,
             TransferError::Xet(e) => e.status() == Some(StatusCode::RANGE_NOT_SATISFIABLE),
+            TransferError::Grpc(e) => e.is_range_not_satisfiable(),
             _ => false,
         }
     }

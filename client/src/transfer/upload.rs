@@ -25,9 +25,9 @@ use cas_core::dedup::should_query_global_dedup;
 use cas_core::shard::{HEADER_SIZE, ParsedShard, RECORD_SIZE, Shard, parse_shard};
 use futures::StreamExt;
 
+use super::transport::Transport;
 use super::{Progress, ProgressFn, TransferError, report};
 use crate::pipeline::UploadSession;
-use crate::xet::XetClient;
 
 /// Settings of an upload.
 #[derive(Clone)]
@@ -173,8 +173,8 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), TransferError> {
 }
 
 /// Uploads the files under `paths` ([`collect_files`]), then [`upload_files`].
-pub async fn upload_paths(
-    client: &XetClient,
+pub async fn upload_paths<T: Transport>(
+    client: &T,
     paths: &[PathBuf],
     opts: &UploadOptions,
 ) -> Result<UploadReport, TransferError> {
@@ -186,8 +186,8 @@ pub async fn upload_paths(
 ///
 /// Each file is read whole into memory; new xorbs are held in memory until
 /// their batch is sent (see the module documentation).
-pub async fn upload_files(
-    client: &XetClient,
+pub async fn upload_files<T: Transport>(
+    client: &T,
     files: &[PathBuf],
     opts: &UploadOptions,
 ) -> Result<UploadReport, TransferError> {
@@ -232,8 +232,8 @@ pub fn usable_answer(bytes: &[u8], now: u64) -> Option<ParsedShard> {
 }
 
 /// The state of one upload.
-struct Uploader<'a> {
-    client: &'a XetClient,
+struct Uploader<'a, T> {
+    client: &'a T,
     opts: &'a UploadOptions,
     session: UploadSession,
     /// Dedup answers and shards sent so far, fed to every new batch's session.
@@ -251,9 +251,9 @@ struct Uploader<'a> {
     report: UploadReport,
 }
 
-impl<'a> Uploader<'a> {
+impl<'a, T: Transport> Uploader<'a, T> {
     /// A fresh upload.
-    fn new(client: &'a XetClient, opts: &'a UploadOptions) -> Self {
+    fn new(client: &'a T, opts: &'a UploadOptions) -> Self {
         Uploader {
             client,
             opts,
@@ -347,22 +347,13 @@ impl<'a> Uploader<'a> {
             return;
         }
         self.report.dedup_queries += wanted.len();
-        let client = self.client;
-        let answers: Vec<_> = futures::stream::iter(wanted)
-            .map(|h| async move { client.query_dedup(&h).await })
-            .buffer_unordered(self.opts.dedup_concurrency.max(1))
-            .collect()
+        let answers = self
+            .client
+            .query_dedup(wanted, self.opts.dedup_concurrency)
             .await;
+        self.report.dedup_answers_ignored += answers.failed;
         let now = now_secs();
-        for answer in answers {
-            let bytes = match answer {
-                Ok(Some(b)) => b,
-                Ok(None) => continue,
-                Err(_) => {
-                    self.report.dedup_answers_ignored += 1;
-                    continue;
-                }
-            };
+        for bytes in answers.shards {
             match usable_answer(&bytes, now) {
                 Some(parsed) => {
                     self.report.dedup_hits += 1;
@@ -416,7 +407,7 @@ impl<'a> Uploader<'a> {
         let mut uploads = futures::stream::iter(plan.xorbs)
             .map(|x| async move {
                 let len = x.bytes.len() as u64;
-                let inserted = client.upload_xorb(&x.hash, Bytes::from(x.bytes)).await?;
+                let inserted = client.upload_xorb(x.hash, Bytes::from(x.bytes)).await?;
                 report(progress, Progress::Sent { bytes: len });
                 Ok::<_, TransferError>((len, inserted))
             })

@@ -6,18 +6,19 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cas_core::MerkleHash;
-use reqwest::header::{AUTHORIZATION, CONTENT_RANGE, HeaderMap, HeaderValue, RANGE, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, RANGE, RETRY_AFTER};
 use reqwest::{Response, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::error::XetError;
+use super::fetch::Fetcher;
 use super::ndjson::{FrameError, FrameReader};
 use super::range::ByteRange;
-use super::retry::{Retry, RetryPolicy};
 use super::types::{
     ReconstructionV1, ReconstructionV2, ShardUploadOutcome, ShardUploadResponseV1,
     XorbUploadResponse,
 };
+use crate::retry::{Retry, RetryPolicy};
 
 /// The `User-Agent` every request carries.
 pub const USER_AGENT: &str = concat!("cas/", env!("CARGO_PKG_VERSION"));
@@ -78,6 +79,7 @@ impl XetClientConfig {
 #[derive(Debug)]
 struct Inner {
     http: reqwest::Client,
+    fetcher: Fetcher,
     endpoint: String,
     auth: Option<HeaderValue>,
     session_id: String,
@@ -136,6 +138,7 @@ impl XetClient {
             .map_err(|e| XetError::Config(format!("HTTP client: {e}")))?;
         Ok(XetClient {
             inner: Arc::new(Inner {
+                fetcher: Fetcher::new(http.clone(), config.retry),
                 http,
                 endpoint,
                 auth,
@@ -184,7 +187,7 @@ impl XetClient {
         url: &str,
         headers: HeaderMap,
         body: Body,
-    ) -> Result<Response, Retry> {
+    ) -> Result<Response, Retry<XetError>> {
         let mut req = self
             .inner
             .http
@@ -396,53 +399,14 @@ impl XetClient {
             .await
     }
 
-    /// GETs bytes `start..=end` (inclusive, as in the reconstruction's ranges) of a
-    /// fetch URL: a single-range request without credentials; a 206 must carry
-    /// exactly the range, a 200 the whole object (the range is cut from it).
+    /// GETs bytes `start..=end` (inclusive) of a fetch URL ([`Fetcher::fetch_range`]).
     pub async fn fetch_range(&self, url: &str, start: u64, end: u64) -> Result<Bytes, XetError> {
-        let range = ByteRange::inclusive(start, end)
-            .ok_or_else(|| XetError::Config(format!("fetch range {start}-{end} is inverted")))?;
-        let want = range.len().unwrap_or(u64::MAX);
-        let header = HeaderValue::from_str(&range.header_value()).expect("ASCII header value");
-        self.inner
-            .retry
-            .run(|_| {
-                let header = header.clone();
-                async move {
-                    // No Authorization and no session header: fetch URLs carry their own authorization.
-                    let resp = self
-                        .inner
-                        .http
-                        .get(url)
-                        .header(RANGE, header)
-                        .send()
-                        .await
-                        .map_err(|e| XetError::transport(url, e))?;
-                    let resp = check_status(url, resp).await?;
-                    let status = resp.status();
-                    let content_range = resp
-                        .headers()
-                        .get(CONTENT_RANGE)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_string);
-                    let body = if status == StatusCode::PARTIAL_CONTENT {
-                        read_body(url, resp, usize::try_from(want).unwrap_or(usize::MAX)).await?
-                    } else {
-                        // A whole object: only the bytes up to the end of the range are needed.
-                        let upto = usize::try_from(end.saturating_add(1)).unwrap_or(usize::MAX);
-                        read_prefix(url, resp, upto).await?
-                    };
-                    Ok(cut_range(
-                        url,
-                        status,
-                        content_range.as_deref(),
-                        body,
-                        start,
-                        want,
-                    )?)
-                }
-            })
-            .await
+        self.inner.fetcher.fetch_range(url, start, end).await
+    }
+
+    /// The fetcher this client reads fetch URLs with.
+    pub fn fetcher(&self) -> &Fetcher {
+        &self.inner.fetcher
     }
 }
 
@@ -458,7 +422,7 @@ fn frame_error(url: &str, e: FrameError) -> XetError {
 }
 
 /// Passes a success response through; reads an error response into a [`Retry`].
-async fn check_status(url: &str, resp: Response) -> Result<Response, Retry> {
+pub(super) async fn check_status(url: &str, resp: Response) -> Result<Response, Retry<XetError>> {
     let status = resp.status();
     if status.is_success() {
         return Ok(resp);
@@ -478,7 +442,11 @@ async fn check_status(url: &str, resp: Response) -> Result<Response, Retry> {
 }
 
 /// Reads a response body of at most `limit` bytes.
-async fn read_body(url: &str, mut resp: Response, limit: usize) -> Result<Vec<u8>, XetError> {
+pub(super) async fn read_body(
+    url: &str,
+    mut resp: Response,
+    limit: usize,
+) -> Result<Vec<u8>, XetError> {
     let mut out = Vec::with_capacity(
         resp.content_length()
             .map_or(0, |l| l.min(limit as u64) as usize),
@@ -500,146 +468,15 @@ async fn read_body(url: &str, mut resp: Response, limit: usize) -> Result<Vec<u8
     }
 }
 
-/// Reads the first `n` bytes of a response body (fewer if it is shorter) and drops the rest.
-async fn read_prefix(url: &str, mut resp: Response, n: usize) -> Result<Vec<u8>, XetError> {
-    let mut out = Vec::new();
-    while out.len() < n {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => {
-                let take = chunk.len().min(n - out.len());
-                out.extend_from_slice(&chunk[..take]);
-            }
-            Ok(None) => break,
-            Err(e) => return Err(XetError::transport(url, e)),
-        }
-    }
-    Ok(out)
-}
-
 /// Reads and parses a JSON response.
 async fn read_json<T: DeserializeOwned>(url: &str, resp: Response) -> Result<T, XetError> {
     let body = read_body(url, resp, MAX_JSON_BYTES).await?;
     serde_json::from_slice(&body).map_err(|e| XetError::protocol(url, format!("bad JSON: {e}")))
 }
 
-/// Checks a fetched body against the requested range and returns exactly those bytes.
-///
-/// A 206 must hold `want` bytes starting at `start` (its `Content-Range`, if
-/// present, must say so); a 200 is the whole object, from which the range is cut.
-fn cut_range(
-    url: &str,
-    status: StatusCode,
-    content_range: Option<&str>,
-    body: Vec<u8>,
-    start: u64,
-    want: u64,
-) -> Result<Bytes, XetError> {
-    if status == StatusCode::PARTIAL_CONTENT {
-        if let Some(cr) = content_range
-            && let Some(first) = content_range_start(cr)
-            && first != start
-        {
-            return Err(XetError::protocol(
-                url,
-                format!("asked for bytes from {start}, got Content-Range {cr:?}"),
-            ));
-        }
-        if body.len() as u64 != want {
-            return Err(XetError::incomplete(
-                url,
-                format!("asked for {want} bytes, got {}", body.len()),
-            ));
-        }
-        return Ok(Bytes::from(body));
-    }
-    if status != StatusCode::OK {
-        return Err(XetError::protocol(
-            url,
-            format!("expected 206 or 200 to a range request, got {status}"),
-        ));
-    }
-    let end = start.saturating_add(want);
-    if (body.len() as u64) < end {
-        return Err(XetError::incomplete(
-            url,
-            format!(
-                "a 200 answer to a range request holds {} bytes, the range ends at byte {end}",
-                body.len()
-            ),
-        ));
-    }
-    Ok(Bytes::from(body).slice(start as usize..end as usize))
-}
-
-/// The first byte of a `Content-Range: bytes S-E/N` value.
-fn content_range_start(value: &str) -> Option<u64> {
-    let rest = value.trim().strip_prefix("bytes")?.trim_start();
-    let (first, _) = rest.split_once('-')?;
-    first.trim().parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn partial_content_must_be_exactly_the_range() {
-        let ok = cut_range(
-            "u",
-            StatusCode::PARTIAL_CONTENT,
-            Some("bytes 10-14/100"),
-            b"abcde".to_vec(),
-            10,
-            5,
-        )
-        .unwrap();
-        assert_eq!(&ok[..], b"abcde");
-        let ok = cut_range(
-            "u",
-            StatusCode::PARTIAL_CONTENT,
-            None,
-            b"abcde".to_vec(),
-            10,
-            5,
-        );
-        assert!(ok.is_ok());
-        let short = cut_range(
-            "u",
-            StatusCode::PARTIAL_CONTENT,
-            None,
-            b"abcd".to_vec(),
-            10,
-            5,
-        );
-        assert!(matches!(short, Err(XetError::Incomplete { .. })));
-        let wrong = cut_range(
-            "u",
-            StatusCode::PARTIAL_CONTENT,
-            Some("bytes 0-4/100"),
-            b"abcde".to_vec(),
-            10,
-            5,
-        );
-        assert!(matches!(wrong, Err(XetError::Protocol { .. })));
-    }
-
-    #[test]
-    fn whole_object_answers_are_cut() {
-        let body: Vec<u8> = (0..100).collect();
-        let got = cut_range("u", StatusCode::OK, None, body.clone(), 10, 5).unwrap();
-        assert_eq!(&got[..], &body[10..15]);
-        let short = cut_range("u", StatusCode::OK, None, body[..12].to_vec(), 10, 5);
-        assert!(matches!(short, Err(XetError::Incomplete { .. })));
-        let odd = cut_range("u", StatusCode::NO_CONTENT, None, Vec::new(), 0, 1);
-        assert!(matches!(odd, Err(XetError::Protocol { .. })));
-    }
-
-    #[test]
-    fn content_range_parsing() {
-        assert_eq!(content_range_start("bytes 10-14/100"), Some(10));
-        assert_eq!(content_range_start("bytes 0-0/*"), Some(0));
-        assert_eq!(content_range_start("items 1-2/3"), None);
-    }
 
     #[test]
     fn endpoint_and_token_validation() {

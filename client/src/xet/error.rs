@@ -208,6 +208,12 @@ impl XetError {
 }
 
 /// Whether a status is worth retrying: 5xx (but not 501 Not Implemented or 505
+impl crate::retry::Retryable for XetError {
+    fn is_retryable(&self) -> bool {
+        XetError::is_retryable(self)
+    }
+}
+
 /// HTTP Version Not Supported, which do not change), 408 Request Timeout, 429 Too Many Requests.
 pub fn is_retryable_status(status: StatusCode) -> bool {
     (status.is_server_error()

@@ -10,18 +10,19 @@
 
 mod client;
 mod error;
+mod fetch;
 mod ndjson;
 mod range;
-mod retry;
 mod types;
 
+pub use crate::retry::{Retry, RetryPolicy};
 pub use client::{
     DEDUP_PREFIX, SESSION_ID_HEADER, USER_AGENT, XORB_PREFIX, XetClient, XetClientConfig,
 };
 pub use error::{ServerMessage, XetError, is_retryable_status};
+pub use fetch::Fetcher;
 pub use ndjson::{FrameError, FrameReader, MAX_FRAME_BYTES};
 pub use range::{ByteRange, RangeError};
-pub use retry::{Retry, RetryPolicy};
 pub use types::{
     ChunkRange, FetchInfoV1, HttpRange, ReconstructionTerm, ReconstructionV1, ReconstructionV2,
     ShardFrame, ShardUploadOutcome, ShardUploadResponseV1, XorbFetch, XorbRangeDescriptor,

@@ -15,7 +15,7 @@ pub const LATENCY_BUCKETS: &[f64] = &[
     60.0,
 ];
 
-/// Requests served, by API endpoint and HTTP status.
+/// Requests served, by API endpoint and status (HTTP status or gRPC code).
 pub const REQUESTS: &str = "cas_requests_total";
 /// Request latency, by API endpoint.
 pub const REQUEST_SECONDS: &str = "cas_request_duration_seconds";
@@ -35,7 +35,7 @@ pub fn describe_all() {
     describe_counter!(
         REQUESTS,
         Unit::Count,
-        "Requests served, by API endpoint and HTTP status."
+        "Requests served, by API endpoint and status (HTTP status or gRPC code)."
     );
     describe_histogram!(
         REQUEST_SECONDS,
@@ -65,15 +65,16 @@ pub fn describe_all() {
     describe_histogram!(S3_SECONDS, Unit::Seconds, "S3 call latency, by operation.");
 }
 
-/// Records one served request.
+/// Records one served request; `status` is the HTTP status (`"200"`) or, for gRPC
+/// endpoints, the gRPC code name (`"Ok"`, `"NotFound"`).
 pub fn record_request(
     endpoint: &'static str,
-    status: u16,
+    status: &str,
     elapsed: Duration,
     bytes_in: u64,
     bytes_out: u64,
 ) {
-    counter!(REQUESTS, "endpoint" => endpoint, "status" => status.to_string()).increment(1);
+    counter!(REQUESTS, "endpoint" => endpoint, "status" => status.to_owned()).increment(1);
     histogram!(REQUEST_SECONDS, "endpoint" => endpoint).record(elapsed.as_secs_f64());
     if bytes_in > 0 {
         counter!(BYTES_IN, "endpoint" => endpoint).increment(bytes_in);
@@ -116,17 +117,19 @@ mod tests {
     #[test]
     fn helpers_export_described_series_with_labels() {
         let text = render(|| {
-            record_request("xorb_upload", 200, Duration::from_millis(3), 1000, 20);
-            record_request("xorb_upload", 400, Duration::from_millis(1), 10, 0);
+            record_request("xorb_upload", "200", Duration::from_millis(3), 1000, 20);
+            record_request("xorb_upload", "400", Duration::from_millis(1), 10, 0);
+            record_request("grpc_has_xorbs", "NotFound", Duration::from_millis(1), 0, 0);
             record_dedup_query(true);
             record_dedup_query(false);
             record_dedup_query(false);
             record_s3_call("put_object", "ok", Duration::from_millis(7));
         });
         for line in [
-            "# HELP cas_requests_total Requests served, by API endpoint and HTTP status.",
+            "# HELP cas_requests_total Requests served, by API endpoint and status (HTTP status or gRPC code).",
             "cas_requests_total{endpoint=\"xorb_upload\",status=\"200\"} 1",
             "cas_requests_total{endpoint=\"xorb_upload\",status=\"400\"} 1",
+            "cas_requests_total{endpoint=\"grpc_has_xorbs\",status=\"NotFound\"} 1",
             "cas_bytes_in_total{endpoint=\"xorb_upload\"} 1010",
             "cas_bytes_out_total{endpoint=\"xorb_upload\"} 20",
             "cas_dedup_queries_total{outcome=\"hit\"} 1",

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,14 +18,65 @@ pub struct DemoNode {
     state_file: PathBuf,
     /// The node's HTTP base URL.
     pub endpoint: String,
+    /// The node's gRPC API, `grpc://host:port`.
+    pub grpc_endpoint: String,
+    /// The external S3 server, when the node does not use its embedded one.
+    pub s3: Option<ExternalS3>,
+    /// Environment of the node process (S3 settings, overrides).
+    env: Vec<(String, String)>,
     /// A write-scoped token.
     pub token: String,
     _dir: Option<tempfile::TempDir>,
 }
 
-fn spawn(data_dir: &Path, state_file: &Path) -> Child {
+/// An external S3 server for a demo node: the Garage server `scripts/test.sh` starts
+/// (`GARAGE_*` variables), under a key prefix of its own.
+#[derive(Clone, Debug)]
+pub struct ExternalS3 {
+    vars: Vec<(String, String)>,
+}
+
+impl ExternalS3 {
+    /// The Garage server named by `GARAGE_ENDPOINT` and friends, or `None` (with a
+    /// note on stderr) when there is none.
+    pub fn garage() -> Option<Self> {
+        let Ok(endpoint) = std::env::var("GARAGE_ENDPOINT") else {
+            eprintln!("skipped: GARAGE_ENDPOINT is not set, so there is no Garage to test against");
+            return None;
+        };
+        let var = |name: &str| {
+            std::env::var(name)
+                .unwrap_or_else(|_| panic!("GARAGE_ENDPOINT is set, so {name} must be too"))
+        };
+        let prefix = format!("demo-{}-{}/", std::process::id(), rand::random::<u64>());
+        let vars = [
+            ("CAS_NODE__S3__ENDPOINT", endpoint),
+            (
+                "CAS_NODE__S3__REGION",
+                std::env::var("GARAGE_REGION").unwrap_or_else(|_| "garage".to_owned()),
+            ),
+            ("CAS_NODE__S3__BUCKET", var("GARAGE_DEFAULT_BUCKET")),
+            (
+                "CAS_NODE__S3__ACCESS_KEY_ID",
+                var("GARAGE_DEFAULT_ACCESS_KEY"),
+            ),
+            (
+                "CAS_NODE__S3__SECRET_ACCESS_KEY",
+                var("GARAGE_DEFAULT_SECRET_KEY"),
+            ),
+            ("CAS_NODE__S3__FORCE_PATH_STYLE", "true".to_owned()),
+            ("CAS_NODE__S3__KEY_PREFIX", prefix),
+        ];
+        Some(ExternalS3 {
+            vars: vars.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        })
+    }
+}
+
+fn spawn(data_dir: &Path, state_file: &Path, env: &[(String, String)]) -> Child {
     let _ = std::fs::remove_file(state_file);
     Command::new(env!("CARGO_BIN_EXE_cas-node"))
+        .envs(env.iter().cloned())
         .arg("demo")
         .arg("--state")
         .arg(state_file)
@@ -37,7 +89,14 @@ fn spawn(data_dir: &Path, state_file: &Path) -> Child {
         .expect("cas-node starts")
 }
 
-fn wait_state(child: &mut Child, state_file: &Path) -> (String, String) {
+/// What a demo node's state file says: HTTP endpoint, gRPC endpoint, token.
+struct State {
+    endpoint: String,
+    grpc_endpoint: String,
+    token: String,
+}
+
+fn wait_state(child: &mut Child, state_file: &Path) -> State {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         if let Some(status) = child.try_wait().expect("wait on cas-node") {
@@ -50,8 +109,16 @@ fn wait_state(child: &mut Child, state_file: &Path) -> (String, String) {
                 .as_str()
                 .expect("endpoint")
                 .to_owned();
+            let grpc_endpoint = v["grpc_endpoints"]["us-east-1"][0]
+                .as_str()
+                .expect("gRPC endpoint")
+                .to_owned();
             let token = v["token"].as_str().expect("token").to_owned();
-            return (endpoint, token);
+            return State {
+                endpoint,
+                grpc_endpoint,
+                token,
+            };
         }
         assert!(
             Instant::now() < deadline,
@@ -62,19 +129,42 @@ fn wait_state(child: &mut Child, state_file: &Path) -> (String, String) {
 }
 
 impl DemoNode {
-    /// Starts a node on a fresh data directory.
+    /// Starts a node on a fresh data directory, with its embedded S3 server.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Starts a node on a fresh data directory, storing into `s3` when given.
+    pub fn start_with(s3: Option<ExternalS3>) -> Self {
+        Self::launch(s3, &[])
+    }
+
+    /// Starts a node with configuration overrides (`CAS_NODE__...` variables).
+    pub fn start_with_env(overrides: &[(&str, &str)]) -> Self {
+        Self::launch(None, overrides)
+    }
+
+    fn launch(s3: Option<ExternalS3>, overrides: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let data_dir = dir.path().join("data");
         let state_file = dir.path().join("state.json");
-        let mut child = spawn(&data_dir, &state_file);
-        let (endpoint, token) = wait_state(&mut child, &state_file);
+        let mut env = s3.as_ref().map(|s| s.vars.clone()).unwrap_or_default();
+        env.extend(
+            overrides
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        let mut child = spawn(&data_dir, &state_file, &env);
+        let state = wait_state(&mut child, &state_file);
         DemoNode {
             child: Some(child),
             data_dir,
             state_file,
-            endpoint,
-            token,
+            endpoint: state.endpoint,
+            grpc_endpoint: state.grpc_endpoint,
+            s3,
+            env,
+            token: state.token,
             _dir: Some(dir),
         }
     }
@@ -110,10 +200,11 @@ impl DemoNode {
     /// Starts the node again on the same data directory (after `kill9` or `stop`).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the node first");
-        let mut child = spawn(&self.data_dir, &self.state_file);
-        let (endpoint, token) = wait_state(&mut child, &self.state_file);
-        self.endpoint = endpoint;
-        self.token = token;
+        let mut child = spawn(&self.data_dir, &self.state_file, &self.env);
+        let state = wait_state(&mut child, &self.state_file);
+        self.endpoint = state.endpoint;
+        self.grpc_endpoint = state.grpc_endpoint;
+        self.token = state.token;
         self.child = Some(child);
     }
 
@@ -149,7 +240,29 @@ impl DemoNode {
 
     /// The embedded S3 server's data root (objects are plain files under it).
     pub fn s3_root(&self) -> PathBuf {
+        assert!(
+            self.s3.is_none(),
+            "this node stores into an external S3 server"
+        );
         self.data_dir.join("s3")
+    }
+
+    /// Every object file under the embedded S3 root (relative paths).
+    pub fn s3_objects(&self) -> BTreeSet<String> {
+        fn walk(dir: &Path, root: &Path, out: &mut BTreeSet<String>) {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, root, out);
+                } else {
+                    out.insert(p.strip_prefix(root).unwrap().display().to_string());
+                }
+            }
+        }
+        let root = self.s3_root();
+        let mut out = BTreeSet::new();
+        walk(&root, &root, &mut out);
+        out
     }
 }
 

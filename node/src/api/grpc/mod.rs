@@ -5,6 +5,9 @@
 //! Authentication: `authorization: Bearer <token>` metadata. Errors carry the gRPC code
 //! the service error maps to, and its stable code in the `x-cas-error-code` metadata.
 
+use std::future::Future;
+use std::time::Instant;
+
 use bytes::{Bytes, BytesMut};
 use cas_core::hash::MerkleHash;
 use cas_proto::api::cas_server::{Cas, CasServer};
@@ -13,10 +16,13 @@ use cas_proto::api::{
     QueryChunksResponse, Reconstruction, ReconstructionTerm, RegisterFilesRequest,
     RegisterFilesResponse, UploadXorbRequest, UploadXorbResponse, XorbFetch,
 };
+use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use crate::auth::{Scope, Tokens};
 use crate::service::{ByteRange, Caller, CasService, ServiceError};
+use crate::telemetry::metrics::record_request;
 
 /// Metadata key carrying the stable error code.
 pub const ERROR_CODE_METADATA: &str = "x-cas-error-code";
@@ -85,6 +91,28 @@ fn hashes(list: &[Bytes]) -> Result<Vec<MerkleHash>, Status> {
     list.iter().map(|b| hash(b)).collect()
 }
 
+/// Runs one call inside a span and records it under `endpoint` (its gRPC code, latency,
+/// the request bytes `call` reports and the encoded response size).
+async fn observed<T: Message>(
+    endpoint: &'static str,
+    call: impl Future<Output = Result<(Response<T>, u64), Status>>,
+) -> Result<Response<T>, Status> {
+    let started = Instant::now();
+    let result = call.instrument(tracing::info_span!("grpc", endpoint)).await;
+    let (code, bytes_in, bytes_out) = match &result {
+        Ok((resp, bytes_in)) => (tonic::Code::Ok, *bytes_in, resp.get_ref().encoded_len()),
+        Err(s) => (s.code(), 0, 0),
+    };
+    record_request(
+        endpoint,
+        &format!("{code:?}"),
+        started.elapsed(),
+        bytes_in,
+        bytes_out as u64,
+    );
+    result.map(|(resp, _)| resp)
+}
+
 /// Collects a streamed body of at most `limit` bytes.
 async fn collect<T>(
     mut stream: Streaming<T>,
@@ -115,139 +143,159 @@ impl Cas for GrpcApi {
         &self,
         req: Request<QueryChunksRequest>,
     ) -> Result<Response<QueryChunksResponse>, Status> {
-        self.authorize(&req, Scope::Read)?;
-        let chunks = hashes(&req.get_ref().chunk_hashes)?;
-        let (shards, found) = self
-            .service
-            .query_dedup_batch(&chunks)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(QueryChunksResponse { shards, found }))
+        observed("grpc_query_chunks", async {
+            self.authorize(&req, Scope::Read)?;
+            let chunks = hashes(&req.get_ref().chunk_hashes)?;
+            let (shards, found) = self
+                .service
+                .query_dedup_batch(&chunks)
+                .await
+                .map_err(status)?;
+            Ok((Response::new(QueryChunksResponse { shards, found }), 0))
+        })
+        .await
     }
 
     async fn has_xorbs(
         &self,
         req: Request<HasXorbsRequest>,
     ) -> Result<Response<HasXorbsResponse>, Status> {
-        self.authorize(&req, Scope::Read)?;
-        let xorbs = hashes(&req.get_ref().xorb_hashes)?;
-        let present = self.service.has_xorbs(&xorbs).await.map_err(status)?;
-        Ok(Response::new(HasXorbsResponse { present }))
+        observed("grpc_has_xorbs", async {
+            self.authorize(&req, Scope::Read)?;
+            let xorbs = hashes(&req.get_ref().xorb_hashes)?;
+            let present = self.service.has_xorbs(&xorbs).await.map_err(status)?;
+            Ok((Response::new(HasXorbsResponse { present }), 0))
+        })
+        .await
     }
 
     async fn upload_xorb(
         &self,
         req: Request<Streaming<UploadXorbRequest>>,
     ) -> Result<Response<UploadXorbResponse>, Status> {
-        let caller = self.authorize(&req, Scope::Write)?;
-        let mut name = None;
-        let body = collect(
-            req.into_inner(),
-            "xorb",
-            self.service.limits().max_xorb_bytes,
-            |m, first| {
-                if first {
-                    name = Some(hash(&m.hash)?);
-                }
-                Ok(m.data)
-            },
-        )
-        .await?;
-        let name = name.ok_or_else(|| {
-            status(ServiceError::bad_request(
-                "empty_upload",
-                "the upload stream was empty",
-            ))
-        })?;
-        let r = self
-            .service
-            .upload_xorb(&caller, name, body)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(UploadXorbResponse {
-            inserted: r.inserted,
-        }))
+        observed("grpc_upload_xorb", async {
+            let caller = self.authorize(&req, Scope::Write)?;
+            let mut name = None;
+            let body = collect(
+                req.into_inner(),
+                "xorb",
+                self.service.limits().max_xorb_bytes,
+                |m, first| {
+                    if first {
+                        name = Some(hash(&m.hash)?);
+                    }
+                    Ok(m.data)
+                },
+            )
+            .await?;
+            let name = name.ok_or_else(|| {
+                status(ServiceError::bad_request(
+                    "empty_upload",
+                    "the upload stream was empty",
+                ))
+            })?;
+            let len = body.len() as u64;
+            let r = self
+                .service
+                .upload_xorb(&caller, name, body)
+                .await
+                .map_err(status)?;
+            let resp = UploadXorbResponse {
+                inserted: r.inserted,
+            };
+            Ok((Response::new(resp), len))
+        })
+        .await
     }
 
     async fn register_files(
         &self,
         req: Request<Streaming<RegisterFilesRequest>>,
     ) -> Result<Response<RegisterFilesResponse>, Status> {
-        let caller = self.authorize(&req, Scope::Write)?;
-        let body = collect(
-            req.into_inner(),
-            "shard",
-            self.service.limits().max_shard_bytes,
-            |m, _| Ok(m.data),
-        )
-        .await?;
-        let r = self
-            .service
-            .upload_shard(&caller, body, |_| {})
-            .await
-            .map_err(status)?;
-        Ok(Response::new(RegisterFilesResponse {
-            new_files: r.new_files,
-            files: r.files,
-        }))
+        observed("grpc_register_files", async {
+            let caller = self.authorize(&req, Scope::Write)?;
+            let body = collect(
+                req.into_inner(),
+                "shard",
+                self.service.limits().max_shard_bytes,
+                |m, _| Ok(m.data),
+            )
+            .await?;
+            let len = body.len() as u64;
+            let r = self
+                .service
+                .upload_shard(&caller, body, |_| {})
+                .await
+                .map_err(status)?;
+            let resp = RegisterFilesResponse {
+                new_files: r.new_files,
+                files: r.files,
+            };
+            Ok((Response::new(resp), len))
+        })
+        .await
     }
 
     async fn get_reconstruction(
         &self,
         req: Request<GetReconstructionRequest>,
     ) -> Result<Response<Reconstruction>, Status> {
-        self.authorize(&req, Scope::Read)?;
-        let r = req.get_ref();
-        let file = hash(&r.file_hash)?;
-        let range = match (r.range_start, r.range_end) {
-            (None, None) => None,
-            (Some(start), end) => Some(ByteRange {
-                start,
-                end: end.unwrap_or(u64::MAX),
-            }),
-            (None, Some(_)) => {
-                return Err(status(ServiceError::bad_request(
-                    "bad_range",
-                    "range_end needs range_start",
-                )));
-            }
-        };
-        let rec = self
-            .service
-            .reconstruction(&file, range)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(Reconstruction {
-            file_size: rec.file_size,
-            offset_into_first_range: rec.offset_into_first_range,
-            terms: rec
-                .terms
-                .iter()
-                .map(|t| ReconstructionTerm {
-                    xorb_hash: Bytes::copy_from_slice(&t.xorb.0),
-                    chunk_start: t.chunks.start,
-                    chunk_end: t.chunks.end,
-                    unpacked_len: t.unpacked_len,
-                })
-                .collect(),
-            fetches: rec
-                .fetches
-                .iter()
-                .map(|f| XorbFetch {
-                    xorb_hash: Bytes::copy_from_slice(&f.xorb.0),
-                    url: f.url.clone(),
-                    ranges: f
-                        .ranges
-                        .iter()
-                        .map(|r| FetchRange {
-                            chunk_start: r.chunks.start,
-                            chunk_end: r.chunks.end,
-                            byte_start: r.bytes.0,
-                            byte_end: r.bytes.1,
-                        })
-                        .collect(),
-                })
-                .collect(),
-        }))
+        observed("grpc_get_reconstruction", async {
+            self.authorize(&req, Scope::Read)?;
+            let r = req.get_ref();
+            let file = hash(&r.file_hash)?;
+            let range = match (r.range_start, r.range_end) {
+                (None, None) => None,
+                (Some(start), end) => Some(ByteRange {
+                    start,
+                    end: end.unwrap_or(u64::MAX),
+                }),
+                (None, Some(_)) => {
+                    return Err(status(ServiceError::bad_request(
+                        "bad_range",
+                        "range_end needs range_start",
+                    )));
+                }
+            };
+            let rec = self
+                .service
+                .reconstruction(&file, range)
+                .await
+                .map_err(status)?;
+            let resp = Reconstruction {
+                file_size: rec.file_size,
+                offset_into_first_range: rec.offset_into_first_range,
+                terms: rec
+                    .terms
+                    .iter()
+                    .map(|t| ReconstructionTerm {
+                        xorb_hash: Bytes::copy_from_slice(&t.xorb.0),
+                        chunk_start: t.chunks.start,
+                        chunk_end: t.chunks.end,
+                        unpacked_len: t.unpacked_len,
+                    })
+                    .collect(),
+                fetches: rec
+                    .fetches
+                    .iter()
+                    .map(|f| XorbFetch {
+                        xorb_hash: Bytes::copy_from_slice(&f.xorb.0),
+                        url: f.url.clone(),
+                        ranges: f
+                            .ranges
+                            .iter()
+                            .map(|r| FetchRange {
+                                chunk_start: r.chunks.start,
+                                chunk_end: r.chunks.end,
+                                byte_start: r.bytes.0,
+                                byte_end: r.bytes.1,
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            };
+            Ok((Response::new(resp), 0))
+        })
+        .await
     }
 }

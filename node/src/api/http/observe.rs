@@ -51,7 +51,7 @@ pub async fn observe(req: Request, next: Next) -> Response {
     let bytes_out = content_length(resp.headers());
     record_request(
         name,
-        resp.status().as_u16(),
+        resp.status().as_str(),
         started.elapsed(),
         bytes_in,
         bytes_out,

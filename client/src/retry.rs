@@ -5,12 +5,19 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use super::error::XetError;
+#[cfg(test)]
+use crate::xet::XetError;
+
+/// An error that knows whether repeating the request may succeed.
+pub trait Retryable {
+    /// Whether a later attempt of the same request may succeed.
+    fn is_retryable(&self) -> bool;
+}
 
 /// How often and how patiently a failed request is repeated.
 ///
 /// Attempt `n` (counting from 1) that fails with a retryable error
-/// ([`XetError::is_retryable`]) waits a random delay in `[d/2, d]` with
+/// ([`Retryable::is_retryable`]) waits a random delay in `[d/2, d]` with
 /// `d = min(base_delay * 2^(n-1), max_delay)` (or the server's `Retry-After`
 /// when it is shorter than `max_delay`), up to `max_attempts` attempts in all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,10 +75,11 @@ impl RetryPolicy {
     /// `op` receives the 1-based attempt number. A server's `Retry-After` (seconds)
     /// carried in [`Retry::after`] replaces the computed delay when it is not longer
     /// than `max_delay`.
-    pub async fn run<T, F, Fut>(&self, mut op: F) -> Result<T, XetError>
+    pub async fn run<T, E, F, Fut>(&self, mut op: F) -> Result<T, E>
     where
+        E: Retryable,
         F: FnMut(u32) -> Fut,
-        Fut: Future<Output = Result<T, Retry>>,
+        Fut: Future<Output = Result<T, Retry<E>>>,
     {
         let attempts = self.max_attempts.max(1);
         let mut attempt = 1;
@@ -96,15 +104,15 @@ impl RetryPolicy {
 
 /// A failed attempt: the error and the server's requested wait, if any.
 #[derive(Debug)]
-pub struct Retry {
+pub struct Retry<E> {
     /// Why the attempt failed.
-    pub error: XetError,
+    pub error: E,
     /// The server's `Retry-After`, if it sent one.
     pub after: Option<Duration>,
 }
 
-impl From<XetError> for Retry {
-    fn from(error: XetError) -> Self {
+impl<E> From<E> for Retry<E> {
+    fn from(error: E) -> Self {
         Retry { error, after: None }
     }
 }
