@@ -129,3 +129,41 @@ fn chunks_that_do_not_cover_the_file_are_refused() {
         Err(PipelineError::BadChunks(_))
     ));
 }
+
+#[test]
+fn filled_xorbs_are_handed_out_as_they_fill_and_the_plan_is_unchanged() {
+    // Over two full xorbs of incompressible data.
+    let data = datasets::random(77, 140 << 20);
+    let chunks = chunk_and_hash(&data);
+
+    let mut plain = UploadSession::new();
+    plain.add_file(&data, &chunks).unwrap();
+    let plain = plain.finish().unwrap();
+
+    let mut handed = Vec::new();
+    let mut streamed = UploadSession::new();
+    streamed
+        .add_file_with(&data, &chunks, &mut |x| {
+            handed.push(x);
+            true
+        })
+        .unwrap();
+    let streamed = streamed.finish().unwrap();
+    assert_eq!(handed.len(), 2, "two xorbs fill up during the file");
+    assert_eq!(streamed.xorbs.len(), 1, "the last one waits for finish");
+    let all: Vec<MerkleHash> = handed
+        .iter()
+        .chain(&streamed.xorbs)
+        .map(|x| x.hash)
+        .collect();
+    let expected: Vec<MerkleHash> = plain.xorbs.iter().map(|x| x.hash).collect();
+    assert_eq!(all, expected);
+    assert_eq!(streamed.shard, plain.shard);
+
+    // A consumer that stops stops the packing.
+    let mut stopped = UploadSession::new();
+    assert!(matches!(
+        stopped.add_file_with(&data, &chunks, &mut |_| false),
+        Err(PipelineError::Stopped(_))
+    ));
+}

@@ -30,6 +30,9 @@ pub enum PipelineError {
     /// A core codec refused the data.
     #[error(transparent)]
     Core(#[from] cas_core::Error),
+    /// Packing was stopped by the consumer of finished xorbs.
+    #[error("{0}")]
+    Stopped(&'static str),
 }
 
 /// A xorb named by its slot in this session (hash not known yet) or by hash.
@@ -75,7 +78,8 @@ pub struct FileSummary {
 /// The result of a session: xorbs to upload first, then the shard.
 #[derive(Debug)]
 pub struct UploadPlan {
-    /// New xorbs, in the order they were packed.
+    /// New xorbs not yet handed out (by [`UploadSession::add_file_with`]), in the
+    /// order they were packed.
     pub xorbs: Vec<SerializedXorb>,
     /// The shard registering every file (files and new xorbs in canonical order).
     pub shard: Shard,
@@ -90,11 +94,25 @@ struct StoredChunks {
     chunks: HashMap<MerkleHash, (MerkleHash, u32, u32)>,
 }
 
+/// What the shard needs of a finished xorb (its bytes may be gone already).
+#[derive(Debug)]
+struct SealedXorb {
+    hash: MerkleHash,
+    /// `(chunk hash, uncompressed length)` of each chunk.
+    chunks: Vec<(MerkleHash, u32)>,
+}
+
+/// Why packing stopped early.
+const STOPPED: &str = "the consumer of finished xorbs stopped";
+
 /// Plans an upload: deduplicates, packs new chunks into xorbs, builds the shard.
 #[derive(Debug, Default)]
 pub struct UploadSession {
     builder: XorbBuilder,
-    xorbs: Vec<SerializedXorb>,
+    /// Every finished xorb, by session slot.
+    sealed: Vec<SealedXorb>,
+    /// Finished xorbs not handed out yet.
+    ready: Vec<SerializedXorb>,
     /// Raw chunk hash → (session slot, index, length) for every packed chunk.
     packed: HashMap<MerkleHash, (usize, u32, u32)>,
     stored: Vec<StoredChunks>,
@@ -142,12 +160,35 @@ impl UploadSession {
         })
     }
 
+    /// Finishes the open xorb and hands it to `sink` (`false` from the sink stops packing).
+    fn seal(&mut self, sink: &mut dyn FnMut(SerializedXorb) -> bool) -> Result<(), PipelineError> {
+        let xorb = self.builder.finish()?;
+        self.sealed.push(SealedXorb {
+            hash: xorb.hash,
+            chunks: xorb
+                .chunks
+                .iter()
+                .map(|c| (c.hash, c.uncompressed_len as u32))
+                .collect(),
+        });
+        if sink(xorb) {
+            Ok(())
+        } else {
+            Err(PipelineError::Stopped(STOPPED))
+        }
+    }
+
     /// Packs a chunk into the open xorb, finishing it first when full.
-    fn pack(&mut self, data: &[u8], chunk: &Chunk) -> Result<(XorbRef, u32), PipelineError> {
+    fn pack(
+        &mut self,
+        data: &[u8],
+        chunk: &Chunk,
+        sink: &mut dyn FnMut(SerializedXorb) -> bool,
+    ) -> Result<(XorbRef, u32), PipelineError> {
         let index = match self.builder.add_chunk_with_hash(data, chunk.hash)? {
             AddChunk::Added(i) => i,
             AddChunk::Full => {
-                self.xorbs.push(self.builder.finish()?);
+                self.seal(sink)?;
                 match self.builder.add_chunk_with_hash(data, chunk.hash)? {
                     AddChunk::Added(i) => i,
                     AddChunk::Full => {
@@ -159,17 +200,37 @@ impl UploadSession {
                 }
             }
         };
-        let slot = self.xorbs.len();
+        let slot = self.sealed.len();
         self.packed
             .insert(chunk.hash, (slot, index as u32, chunk.len as u32));
         Ok((XorbRef::Session(slot), index as u32))
     }
 
-    /// Adds one file given its bytes and its chunks (as `cas_core::chunking` produces them).
+    /// Adds one file given its bytes and its chunks (as `cas_core::chunking` produces
+    /// them); the xorbs it fills wait for [`UploadSession::finish`].
     pub fn add_file(
         &mut self,
         data: &[u8],
         chunks: &[Chunk],
+    ) -> Result<FileSummary, PipelineError> {
+        let mut ready = std::mem::take(&mut self.ready);
+        let summary = self.add_file_with(data, chunks, &mut |x| {
+            ready.push(x);
+            true
+        });
+        self.ready = ready;
+        summary
+    }
+
+    /// Like [`UploadSession::add_file`], but hands every xorb the file fills to `sink`
+    /// as soon as it is finished, so it can be uploaded while packing goes on. A sink
+    /// answering `false` stops packing with [`PipelineError::Stopped`]; the session
+    /// must not be used after that.
+    pub fn add_file_with(
+        &mut self,
+        data: &[u8],
+        chunks: &[Chunk],
+        sink: &mut dyn FnMut(SerializedXorb) -> bool,
     ) -> Result<FileSummary, PipelineError> {
         let mut expected = 0;
         for c in chunks {
@@ -199,7 +260,7 @@ impl UploadSession {
                 }
                 None => {
                     new_bytes += c.len as u64;
-                    self.pack(&data[c.range()], c)?
+                    self.pack(&data[c.range()], c, sink)?
                 }
             };
             match terms.last_mut() {
@@ -248,9 +309,14 @@ impl UploadSession {
     /// Finishes the open xorb, resolves every term and builds the shard.
     pub fn finish(mut self) -> Result<UploadPlan, PipelineError> {
         if !self.builder.is_empty() {
-            self.xorbs.push(self.builder.finish()?);
+            let mut ready = std::mem::take(&mut self.ready);
+            self.seal(&mut |x| {
+                ready.push(x);
+                true
+            })?;
+            self.ready = ready;
         }
-        let hashes: Vec<MerkleHash> = self.xorbs.iter().map(|x| x.hash).collect();
+        let hashes: Vec<MerkleHash> = self.sealed.iter().map(|x| x.hash).collect();
         let files = self
             .files
             .into_iter()
@@ -272,21 +338,14 @@ impl UploadSession {
             })
             .collect();
         let xorbs = self
-            .xorbs
+            .sealed
             .iter()
-            .map(|x| {
-                let chunks: Vec<(MerkleHash, u32)> = x
-                    .chunks
-                    .iter()
-                    .map(|c| (c.hash, c.uncompressed_len as u32))
-                    .collect();
-                XorbInfo::from_chunks(x.hash, &chunks)
-            })
+            .map(|x| XorbInfo::from_chunks(x.hash, &x.chunks))
             .collect::<Result<Vec<_>, _>>()?;
         let mut shard = Shard::new(files, xorbs);
         shard.canonicalize();
         Ok(UploadPlan {
-            xorbs: self.xorbs,
+            xorbs: self.ready,
             shard,
         })
     }

@@ -3,11 +3,12 @@
 //! Files are processed one after the other. Each file is read whole into
 //! memory (so memory use grows with the largest file), chunked and hashed on
 //! [`UploadOptions::chunk_threads`] threads, and its global-dedup candidates
-//! are queried. It is then added to the open [`UploadSession`], which keeps
-//! the new xorbs in memory until the batch is flushed: once a batch holds
-//! [`UploadOptions::batch_bytes`] of new data, or its shard would approach
-//! [`UploadOptions::max_shard_bytes`], its xorbs are posted (several at a
-//! time) and then its shard. The next batch starts knowing every xorb the
+//! are queried. It is then added to the open [`UploadSession`] on a blocking
+//! thread, which hands over every xorb as soon as it is full: xorbs upload
+//! ([`UploadOptions::xorb_concurrency`] at a time) while packing and
+//! compression go on. Once a batch holds [`UploadOptions::batch_bytes`] of new
+//! data, or its shard would approach [`UploadOptions::max_shard_bytes`], its
+//! last xorb is posted and then its shard. The next batch starts knowing every xorb the
 //! previous ones created, so deduplication spans the whole upload; teaching
 //! it costs time in proportion to the chunks uploaded so far, which matters
 //! only for uploads of hundreds of batches.
@@ -28,6 +29,7 @@ use futures::StreamExt;
 use super::transport::Transport;
 use super::{Progress, ProgressFn, TransferError, report};
 use crate::pipeline::UploadSession;
+use cas_core::xorb::SerializedXorb;
 
 /// Settings of an upload.
 #[derive(Clone)]
@@ -296,13 +298,20 @@ impl<'a, T: Transport> Uploader<'a, T> {
 
         self.query_global_dedup(&chunks).await;
 
+        // Packing runs on a blocking thread and hands over each xorb it fills; the
+        // xorbs upload meanwhile. The channel bounds how far packing runs ahead.
         let session = std::mem::take(&mut self.session);
-        let (session, summary, chunks) = tokio::task::spawn_blocking(move || {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(self.opts.xorb_concurrency.max(1));
+        let packing = tokio::task::spawn_blocking(move || {
             let mut session = session;
-            let summary = session.add_file(&data, &chunks);
+            let summary =
+                session.add_file_with(&data, &chunks, &mut |x| tx.blocking_send(x).is_ok());
             (session, summary, chunks)
-        })
-        .await?;
+        });
+        let filled = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let (packed, sent) = tokio::join!(packing, self.send_xorbs(filled));
+        sent?;
+        let (session, summary, chunks) = packed?;
         self.session = session;
         let summary = summary?;
         self.known.extend(chunks.iter().map(|c| c.hash));
@@ -384,7 +393,33 @@ impl<'a, T: Transport> Uploader<'a, T> {
         self.learned.push(shard);
     }
 
-    /// Sends the open batch: its xorbs (several at a time), then its shard.
+    /// Uploads `xorbs`, `xorb_concurrency` at a time, and counts them in the report.
+    async fn send_xorbs(
+        &mut self,
+        xorbs: impl futures::Stream<Item = SerializedXorb> + Unpin,
+    ) -> Result<(), TransferError> {
+        let client = self.client;
+        let progress = &self.opts.progress;
+        let mut uploads = xorbs
+            .map(|x| async move {
+                let len = x.bytes.len() as u64;
+                let inserted = client.upload_xorb(x.hash, Bytes::from(x.bytes)).await?;
+                report(progress, Progress::Sent { bytes: len });
+                Ok::<_, TransferError>((len, inserted))
+            })
+            .buffer_unordered(self.opts.xorb_concurrency.max(1));
+        while let Some(done) = uploads.next().await {
+            let (len, inserted) = done?;
+            self.report.xorbs_sent += 1;
+            self.report.xorb_bytes_sent += len;
+            if !inserted {
+                self.report.xorbs_already_stored += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the open batch: its last xorb (the others went as they were filled), then its shard.
     async fn flush(&mut self) -> Result<(), TransferError> {
         if self.batch_files == 0 {
             return Ok(());
@@ -402,25 +437,7 @@ impl<'a, T: Transport> Uploader<'a, T> {
             });
         }
 
-        let client = self.client;
-        let progress = &self.opts.progress;
-        let mut uploads = futures::stream::iter(plan.xorbs)
-            .map(|x| async move {
-                let len = x.bytes.len() as u64;
-                let inserted = client.upload_xorb(x.hash, Bytes::from(x.bytes)).await?;
-                report(progress, Progress::Sent { bytes: len });
-                Ok::<_, TransferError>((len, inserted))
-            })
-            .buffer_unordered(self.opts.xorb_concurrency.max(1));
-        while let Some(done) = uploads.next().await {
-            let (len, inserted) = done?;
-            self.report.xorbs_sent += 1;
-            self.report.xorb_bytes_sent += len;
-            if !inserted {
-                self.report.xorbs_already_stored += 1;
-            }
-        }
-        drop(uploads);
+        self.send_xorbs(futures::stream::iter(plan.xorbs)).await?;
 
         let len = shard_bytes.len() as u64;
         self.client.upload_shard(Bytes::from(shard_bytes)).await?;
