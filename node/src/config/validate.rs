@@ -88,13 +88,16 @@ pub(super) fn validate(config: &NodeConfig, mode: Mode) -> Vec<FieldError> {
         ),
         (None, None) => {}
     }
-    check("s3.key_prefix", key_prefix(&s3.key_prefix));
+    check(
+        "s3.key_prefix",
+        crate::store::validate_prefix(&s3.key_prefix),
+    );
     check(
         "s3.request_timeout",
         within(
             s3.request_timeout,
             Duration::from_secs(1),
-            Duration::from_secs(3_600),
+            crate::store::MAX_REQUEST_TIMEOUT,
         ),
     );
     check(
@@ -110,7 +113,7 @@ pub(super) fn validate(config: &NodeConfig, mode: Mode) -> Vec<FieldError> {
         within(
             s3.presign_ttl,
             Duration::from_secs(1),
-            Duration::from_secs(7 * 86_400),
+            crate::store::MAX_PRESIGN_TTL,
         ),
     );
 
@@ -317,26 +320,6 @@ fn bucket_name(bucket: &str) -> Result<(), String> {
     }
 }
 
-/// Empty, or `a/b/` style: no leading `/`, ends with `/`, no `//`, printable ASCII.
-fn key_prefix(prefix: &str) -> Result<(), String> {
-    if prefix.is_empty() {
-        return Ok(());
-    }
-    if prefix.len() > 512 {
-        return Err(format!("must be at most 512 bytes (got {})", prefix.len()));
-    }
-    if !prefix.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(format!("{prefix:?} must be printable ASCII without spaces"));
-    }
-    if prefix.starts_with('/') || !prefix.ends_with('/') || prefix.contains("//") {
-        return Err(format!(
-            "{prefix:?} must not start with `/`, must end with `/` and must not contain `//` \
-             (e.g. \"cas/\")"
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,10 +370,10 @@ mod tests {
     #[test]
     fn key_prefixes() {
         for ok in ["", "cas/", "prod/cas/"] {
-            assert_eq!(key_prefix(ok), Ok(()), "{ok}");
+            assert_eq!(crate::store::validate_prefix(ok), Ok(()), "{ok}");
         }
-        for bad in ["/cas/", "cas", "a//b/", "a b/"] {
-            assert!(key_prefix(bad).is_err(), "{bad}");
+        for bad in ["/cas/", "cas", "a//b/", "a b/", "a/../", "./"] {
+            assert!(crate::store::validate_prefix(bad).is_err(), "{bad}");
         }
     }
 }

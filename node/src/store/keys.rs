@@ -65,16 +65,35 @@ pub fn validate_key(prefix: &str, key: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Checks a key prefix: empty, or ending in `/` and not starting with `/`, and
-/// itself a valid key path.
-pub(crate) fn validate_prefix(prefix: &str) -> Result<(), String> {
+/// Longest key prefix, in bytes (the keys under it need the rest of S3's 1024).
+pub const MAX_PREFIX_BYTES: usize = 512;
+
+/// Checks a key prefix, the one rule for it (the configuration check uses it too):
+/// empty, or `a/b/` style: printable ASCII without spaces, no leading `/`, ending
+/// with `/`, no empty, `.` or `..` segment, at most [`MAX_PREFIX_BYTES`].
+pub fn validate_prefix(prefix: &str) -> Result<(), String> {
     if prefix.is_empty() {
         return Ok(());
     }
-    let Some(body) = prefix.strip_suffix('/') else {
-        return Err(format!("key_prefix {prefix:?} must end with '/'"));
+    if prefix.len() > MAX_PREFIX_BYTES {
+        return Err(format!(
+            "must be at most {MAX_PREFIX_BYTES} bytes (got {})",
+            prefix.len()
+        ));
+    }
+    if !prefix.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!("{prefix:?} must be printable ASCII without spaces"));
+    }
+    let shape = || {
+        format!(
+            "{prefix:?} must not start with `/`, must end with `/` and must not contain \
+             `//`, `.` or `..` segments (e.g. \"cas/\")"
+        )
     };
-    validate_key("", body).map_err(|e| format!("key_prefix {prefix:?}: {e}"))
+    let Some(body) = prefix.strip_suffix('/') else {
+        return Err(shape());
+    };
+    validate_key("", body).map_err(|_| shape())
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ mod s3;
 mod settings;
 
 pub use error::{ErrorClass, StoreError};
-pub use keys::{shard_key, xorb_key};
+pub use keys::{shard_key, validate_prefix, xorb_key};
 pub use local::{LocalS3, LocalS3Config, LocalS3Error};
 pub use s3::S3Store;
 pub use settings::{MAX_PRESIGN_TTL, MAX_REQUEST_TIMEOUT, MIN_PART_SIZE, S3Settings};

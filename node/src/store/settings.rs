@@ -115,7 +115,7 @@ impl S3Settings {
             errors.push("access_key_id and secret_access_key must both be set".to_owned());
         }
         if let Err(e) = validate_prefix(&self.key_prefix) {
-            errors.push(e);
+            errors.push(format!("key_prefix {e}"));
         }
         if self.request_timeout.is_zero() || self.request_timeout > MAX_REQUEST_TIMEOUT {
             errors.push(format!(
