@@ -202,6 +202,11 @@ async fn grpc_refuses_bad_input_with_stable_codes_and_keeps_nothing() {
         .await
         .unwrap_err();
     expect(e, Code::Unauthenticated, "token_malformed");
+    let e = grpc(&node, Some(&node.expired_token()))
+        .has_xorbs(&[MerkleHash([1; 32])])
+        .await
+        .unwrap_err();
+    expect(e, Code::Unauthenticated, "token_expired");
     let reader = grpc(&node, Some(&read_token));
     assert_eq!(
         reader.has_xorbs(&[MerkleHash([1; 32])]).await.unwrap(),

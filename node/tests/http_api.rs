@@ -534,7 +534,7 @@ async fn refused_input_gets_its_status_and_leaves_nothing() {
         404
     );
 
-    // Tokens: none, garbage, read scope on a write endpoint.
+    // Tokens: none, garbage, expired, read scope on a write endpoint.
     let path = format!("/v1/xorbs/default/{}", x.hash);
     let r = api
         .send(
@@ -557,6 +557,16 @@ async fn refused_input_gets_its_status_and_leaves_nothing() {
         )
         .await;
     assert_eq!(r.status, 401);
+    let r = api
+        .send(
+            reqwest::Method::POST,
+            &path,
+            Some(&node.expired_token()),
+            &[],
+            Some(x.bytes.clone()),
+        )
+        .await;
+    assert_eq!((r.status, r.code().as_str()), (401, "token_expired"));
     let read = node.issue_token("read", "1h");
     let r = api
         .send(

@@ -238,6 +238,26 @@ impl DemoNode {
             .to_owned()
     }
 
+    /// A write token signed with this node's secret that expired an hour ago.
+    pub fn expired_token(&self) -> String {
+        let secret = std::fs::read_to_string(self.data_dir.join("token-secret")).expect("secret");
+        let tokens = cas_node::auth::Tokens::new(&cas_node::config::Secret::new(secret.trim()))
+            .expect("tokens");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        tokens
+            .issue_at(
+                "test",
+                [cas_node::auth::Scope::Write],
+                Duration::from_secs(60),
+                now - 3_600,
+            )
+            .expect("issue")
+            .token
+    }
+
     /// The embedded S3 server's data root (objects are plain files under it).
     pub fn s3_root(&self) -> PathBuf {
         assert!(
