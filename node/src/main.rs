@@ -5,12 +5,15 @@
 //! - `cas-node demo [--state FILE] [--data-dir DIR]` runs a complete local node with its
 //!   own embedded S3 server, writes `{"endpoints": {region: [url]}, "token": …}` to FILE
 //!   once it serves, and stops everything on Ctrl-C;
-//! - `cas-node token issue [--config FILE] --scope read|write --subject NAME [--ttl 24h] [--json]`
+//! - `cas-node token issue [--config FILE] --scope read|write|admin --subject NAME [--ttl 24h] [--json]`
 //!   prints a signed bearer token (with `--json`: the token, its claims and its expiry);
+//! - `cas-node admin --endpoint URL --token T status | node add | node remove | leader
+//!   transfer` shows and changes the index group (membership, leadership);
 //! - `cas-node config check [--config FILE]` prints the effective configuration (file plus
 //!   `CAS_NODE__…` environment overrides) with secrets redacted, or exits non-zero with
 //!   every refused setting named.
 
+mod admin;
 mod run;
 
 use anyhow::Context as _;
@@ -42,6 +45,13 @@ enum Command {
     /// The node configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Operator commands against a running cluster (status, membership, leadership).
+    Admin {
+        #[command(flatten)]
+        target: admin::AdminTarget,
+        #[command(subcommand)]
+        command: admin::AdminCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,7 +98,8 @@ struct DemoArgs {
 struct IssueArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    /// Scope to grant: read or write (write implies read); may be repeated.
+    /// Scope to grant: read, write (implies read), admin (operator commands) or
+    /// cluster (node-to-node calls); may be repeated.
     #[arg(long = "scope", required = true, value_name = "SCOPE", value_parser = parse_scope)]
     scopes: Vec<Scope>,
     /// Who the token is for (user, service or CI job).
@@ -133,6 +144,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         })),
         Command::Token(TokenCommand::Issue(args)) => issue(args),
         Command::Config(ConfigCommand::Check(args)) => check(args),
+        Command::Admin { target, command } => runtime()?.block_on(admin::run(target, command)),
     }
 }
 

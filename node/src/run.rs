@@ -45,9 +45,19 @@ fn init_telemetry(
 pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     let metrics = init_telemetry(&config)?;
     let node = RunningNode::start(&config, metrics).await?;
-    interrupted().await?;
+    let mut removed = node.removed();
+    let was_removed = tokio::select! {
+        r = interrupted() => { r?; false }
+        _ = removed.wait_for(|r| *r) => true,
+    };
     tracing::info!("stopping");
     node.shutdown().await;
+    if was_removed {
+        anyhow::bail!(
+            "node {} was removed from the cluster; its data directory is retired",
+            config.node.id
+        );
+    }
     Ok(())
 }
 

@@ -11,10 +11,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::grpc::GrpcApi;
+use crate::api::grpc::admin::AdminApi;
+use crate::api::grpc::peer::PeerApi;
 use crate::api::http::{HttpState, router};
-use crate::auth::Tokens;
+use crate::auth::{NodeCredential, Tokens};
 use crate::config::{ConfigError, NodeConfig};
-use crate::index::{Index, IndexError};
+use crate::index::{Index, IndexError, IndexOptions, LinkDelays, Peers};
 use crate::service::{CasService, ServiceLimits};
 use crate::store::{S3Settings, S3Store, StoreError};
 
@@ -115,16 +117,27 @@ fn serve(
     })
 }
 
-/// Serves the gRPC API on `listener` until `stop` turns true.
+/// The gRPC services of a node: the client API, the node-to-node API, the operator API.
+struct GrpcServices {
+    cas: GrpcApi,
+    peer: PeerApi,
+    admin: AdminApi,
+}
+
+/// Serves the gRPC services on `listener` until `stop` turns true.
 fn serve_grpc(
     listener: TcpListener,
-    api: GrpcApi,
+    services: GrpcServices,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<std::io::Result<()>> {
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
-            .add_service(api.into_server())
+            .initial_stream_window_size(4 << 20)
+            .initial_connection_window_size(16 << 20)
+            .add_service(services.cas.into_server())
+            .add_service(services.peer.into_server())
+            .add_service(services.admin.into_server())
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 async move {
@@ -171,14 +184,29 @@ impl RunningNode {
             _ => None,
         };
 
-        let index = Index::open(
-            &data_dir.join("index"),
-            config.node.id,
-            crate::index::node_info(grpc_addr, config.node.region.as_str()),
-        )
-        .await?;
+        let delays = if config.cluster.simulate_region_latency {
+            LinkDelays::simulated(config.node.region)
+        } else {
+            LinkDelays::none()
+        };
+        let peers = Peers::new(
+            Some(NodeCredential::new(tokens.clone(), config.node.id)),
+            delays,
+        );
+        let index = Arc::new(
+            Index::open_with(
+                &data_dir.join("index"),
+                config.node.id,
+                crate::index::node_info(grpc_addr, config.node.region.as_str()),
+                IndexOptions {
+                    bootstrap: config.cluster.bootstrap,
+                    peers,
+                },
+            )
+            .await?,
+        );
         let service = CasService::new(
-            Arc::new(index),
+            index.clone(),
             store,
             ServiceLimits::from_config(&config.limits),
         );
@@ -190,11 +218,12 @@ impl RunningNode {
             tokens: tokens.clone(),
         });
         servers.push(serve(http, app, stop_rx.clone()));
-        servers.push(serve_grpc(
-            grpc,
-            GrpcApi::new(service.clone(), tokens),
-            stop_rx.clone(),
-        ));
+        let grpc_services = GrpcServices {
+            cas: GrpcApi::new(service.clone(), tokens.clone()),
+            peer: PeerApi::new(index.clone(), tokens.clone()),
+            admin: AdminApi::new(index.clone(), tokens),
+        };
+        servers.push(serve_grpc(grpc, grpc_services, stop_rx.clone()));
         let mut metrics_addr = None;
         if let (Some(listener), Some(handle)) = (metrics_listener, metrics) {
             metrics_addr = listener.local_addr().ok();
@@ -231,6 +260,11 @@ impl RunningNode {
     /// The address of the metrics endpoint, when there is one.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// Turns true when the cluster removed this node (it should stop).
+    pub fn removed(&self) -> watch::Receiver<bool> {
+        self.service.index().removed()
     }
 
     /// The service this node runs.

@@ -307,3 +307,57 @@ pub fn unix_now() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
+
+/// Lifetime of the tokens a node signs for its own calls to its peers.
+pub const NODE_TOKEN_TTL: Duration = Duration::from_secs(3_600);
+
+/// The bearer credential a node sends with its calls to its peers: a `cluster`-scope
+/// token signed with the secret the nodes share, renewed when less than half its
+/// lifetime remains. Cheap to clone (clones share the cached token).
+#[derive(Clone)]
+pub struct NodeCredential {
+    tokens: Tokens,
+    subject: String,
+    cached: std::sync::Arc<std::sync::Mutex<Option<IssuedToken>>>,
+}
+
+impl fmt::Debug for NodeCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeCredential")
+            .field("subject", &self.subject)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeCredential {
+    /// The credential of node `node_id`, signed by `tokens`.
+    pub fn new(tokens: Tokens, node_id: u64) -> Self {
+        NodeCredential {
+            tokens: tokens.with_max_ttl(NODE_TOKEN_TTL),
+            subject: format!("node-{node_id}"),
+            cached: Default::default(),
+        }
+    }
+
+    /// The `Authorization` header value to send now.
+    pub fn header(&self) -> Result<String, IssueError> {
+        let now = unix_now();
+        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh = cached
+            .as_ref()
+            .is_some_and(|t| t.claims.exp > now + NODE_TOKEN_TTL.as_secs() / 2);
+        if !fresh {
+            *cached = Some(
+                self.tokens
+                    .issue(&self.subject, [Scope::Cluster], NODE_TOKEN_TTL)?,
+            );
+        }
+        Ok(format!(
+            "Bearer {}",
+            cached
+                .as_ref()
+                .map(|t| t.token.as_str())
+                .unwrap_or_default()
+        ))
+    }
+}

@@ -12,25 +12,34 @@ pub enum Scope {
     Read,
     /// Xorb and shard uploads, upload grants and commits; implies [`Scope::Read`].
     Write,
+    /// Node-to-node calls of the index group (Raft, forwarded writes, read index);
+    /// held by nodes only, and granting nothing else.
+    Cluster,
+    /// Operator commands (membership, status, leader transfer); grants nothing else.
+    Admin,
 }
 
 impl Scope {
     /// Every scope, weakest first.
-    pub const ALL: [Scope; 2] = [Scope::Read, Scope::Write];
+    pub const ALL: [Scope; 4] = [Scope::Read, Scope::Write, Scope::Cluster, Scope::Admin];
 
     /// The scope's name as it appears in tokens and on the command line.
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Read => "read",
             Scope::Write => "write",
+            Scope::Cluster => "cluster",
+            Scope::Admin => "admin",
         }
     }
 
     /// Whether holding `self` grants `needed`: the one place the implication rule lives.
     pub fn implies(self, needed: Scope) -> bool {
         match self {
-            Scope::Write => true,
+            Scope::Write => matches!(needed, Scope::Read | Scope::Write),
             Scope::Read => needed == Scope::Read,
+            Scope::Cluster => needed == Scope::Cluster,
+            Scope::Admin => needed == Scope::Admin,
         }
     }
 }

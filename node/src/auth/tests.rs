@@ -209,7 +209,7 @@ fn malformed_and_missing_tokens() {
         serde_json::json!({"sub": "a", "exp": now + 60}),
         serde_json::json!({"aud": AUDIENCE, "sub": "a", "scope": "read", "iat": now, "jti": "x"}),
         serde_json::json!({"aud": "other", "sub": "a", "scope": "read", "iat": now, "exp": now + 60, "jti": "x"}),
-        serde_json::json!({"aud": AUDIENCE, "sub": "a", "scope": "admin", "iat": now, "exp": now + 60, "jti": "x"}),
+        serde_json::json!({"aud": AUDIENCE, "sub": "a", "scope": "superuser", "iat": now, "exp": now + 60, "jti": "x"}),
         serde_json::json!({"aud": AUDIENCE, "sub": "a", "scope": "read", "iat": now, "exp": now + 60, "jti": "x", "bucket": "b"}),
         serde_json::json!({"aud": AUDIENCE, "sub": "", "scope": "read", "iat": now, "exp": now + 60, "jti": "x"}),
         serde_json::json!({"aud": AUDIENCE, "sub": "a", "scope": "read", "iat": now, "exp": now, "jti": "x"}),
@@ -277,6 +277,27 @@ fn write_implies_read() {
         .collect();
     assert_eq!(both.to_string(), "read write");
     assert_eq!("write read".parse::<Scopes>(), Ok(both));
+}
+
+#[test]
+fn cluster_and_admin_scopes_grant_only_themselves() {
+    for s in Scope::ALL {
+        assert_eq!(Scope::Cluster.implies(s), s == Scope::Cluster, "{s}");
+        assert_eq!(Scope::Admin.implies(s), s == Scope::Admin, "{s}");
+        assert!(!Scope::Write.implies(Scope::Cluster) && !Scope::Write.implies(Scope::Admin));
+    }
+    let t = tokens();
+    let node = t.issue("node-3", [Scope::Cluster], HOUR).unwrap();
+    let header = format!("Bearer {}", node.token);
+    assert!(t.authorize(Some(&header), Scope::Cluster).is_ok());
+    assert_eq!(
+        t.authorize(Some(&header), Scope::Read).unwrap_err().code(),
+        "insufficient_scope"
+    );
+    assert_eq!(
+        "admin cluster".parse::<Scopes>().unwrap().to_string(),
+        "cluster admin"
+    );
 }
 
 #[test]

@@ -81,6 +81,8 @@ pub struct NodeConfig {
     pub auth: AuthConfig,
     /// `[limits]`: request size limits.
     pub limits: LimitsConfig,
+    /// `[cluster]`: how the node takes part in the index group.
+    pub cluster: ClusterConfig,
     /// `[telemetry]`: logs and metrics.
     pub telemetry: TelemetryConfig,
 }
@@ -162,6 +164,7 @@ impl NodeConfig {
             s3: take_section(&mut table, "s3", &mut errors),
             auth: take_section(&mut table, "auth", &mut errors),
             limits: take_section(&mut table, "limits", &mut errors),
+            cluster: take_section(&mut table, "cluster", &mut errors),
             telemetry: take_section(&mut table, "telemetry", &mut errors),
         };
         let known: Vec<String> = toml::Table::try_from(NodeConfig::default())
@@ -375,6 +378,29 @@ impl AuthConfig {
     }
 }
 
+/// `[cluster]`: how the node takes part in the index group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// On the first start, with an empty data directory: form a new group of this node
+    /// alone (`true`, the default: a single node, or the first node of a cluster), or
+    /// wait to be added by the group's leader (`false`: every later node; an operator
+    /// adds it with `cas-node admin node add`). Ignored once the node has joined.
+    pub bootstrap: bool,
+    /// Delay every node-to-node call by the typical round trip between the two
+    /// nodes' regions (`regions.md`), to run a three-region cluster on one machine.
+    pub simulate_region_latency: bool,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap: true,
+            simulate_region_latency: false,
+        }
+    }
+}
+
 /// `[limits]`: request size limits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -452,6 +478,21 @@ impl Region {
             Region::EuWest3 => "eu-west-3",
             Region::ApSoutheast1 => "ap-southeast-1",
         }
+    }
+
+    /// The typical network round trip between a node here and one in `other`
+    /// (`regions.md`): 1 ms within a region, 80 ms us-east-1↔eu-west-3, 150 ms
+    /// eu-west-3↔ap-southeast-1, 220 ms us-east-1↔ap-southeast-1. What the latency
+    /// simulation injects.
+    pub fn round_trip(self, other: Region) -> std::time::Duration {
+        use Region::*;
+        let ms = match (self, other) {
+            (UsEast1, UsEast1) | (EuWest3, EuWest3) | (ApSoutheast1, ApSoutheast1) => 1,
+            (UsEast1, EuWest3) | (EuWest3, UsEast1) => 80,
+            (EuWest3, ApSoutheast1) | (ApSoutheast1, EuWest3) => 150,
+            (UsEast1, ApSoutheast1) | (ApSoutheast1, UsEast1) => 220,
+        };
+        std::time::Duration::from_millis(ms)
     }
 }
 

@@ -23,6 +23,10 @@ pub enum IndexError {
         /// The current leader's gRPC address, if known.
         leader_addr: Option<String>,
     },
+    /// A membership change that cannot be made (unknown member, the leader itself,
+    /// a change already in progress).
+    #[error("membership change refused: {0}")]
+    InvalidMembership(String),
     /// Raft stopped (shut down, or a storage failure it cannot recover from).
     #[error("index stopped: {0}")]
     Stopped(String),
@@ -37,7 +41,29 @@ impl IndexError {
             IndexError::InvalidCommand(_) => "index_invalid_command",
             IndexError::Unavailable(_) => "index_unavailable",
             IndexError::NotLeader { .. } => "index_not_leader",
+            IndexError::InvalidMembership(_) => "invalid_membership_change",
             IndexError::Stopped(_) => "index_stopped",
+        }
+    }
+
+    /// What a failed call to the leader means for the request that made it.
+    pub fn from_peer(e: super::PeerError) -> Self {
+        match e.server_code() {
+            Some("index_invalid_command") => IndexError::InvalidCommand(e.to_string()),
+            _ => IndexError::Unavailable(e.to_string()),
+        }
+    }
+
+    /// The gRPC code a peer answers this error with (`Unavailable` is retried by the
+    /// caller).
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self {
+            IndexError::Unavailable(_) | IndexError::NotLeader { .. } => tonic::Code::Unavailable,
+            IndexError::InvalidCommand(_) => tonic::Code::InvalidArgument,
+            IndexError::InvalidMembership(_) => tonic::Code::FailedPrecondition,
+            IndexError::Storage(_) | IndexError::Corrupt(_) | IndexError::Stopped(_) => {
+                tonic::Code::Internal
+            }
         }
     }
 
@@ -67,6 +93,7 @@ mod tests {
                 leader_addr: None,
             },
             IndexError::Stopped(String::new()),
+            IndexError::InvalidMembership(String::new()),
         ];
         let codes: Vec<_> = all.iter().map(IndexError::code).collect();
         assert_eq!(
@@ -77,10 +104,11 @@ mod tests {
                 "index_invalid_command",
                 "index_unavailable",
                 "index_not_leader",
-                "index_stopped"
+                "index_stopped",
+                "invalid_membership_change"
             ]
         );
         let retryable: Vec<_> = all.iter().map(IndexError::is_retryable).collect();
-        assert_eq!(retryable, [false, false, false, true, true, false]);
+        assert_eq!(retryable, [false, false, false, true, true, false, false]);
     }
 }

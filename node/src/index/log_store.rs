@@ -111,17 +111,39 @@ impl LogStore {
                 "the index directory belongs to node {}, not {node_id}",
                 owner.node_id
             ))),
+            Some(owner) if owner.removed => Err(io::Error::other(format!(
+                "node {node_id} was removed from the cluster: its data directory is never \
+                 used again (start a new node with a fresh directory and a new id)"
+            ))),
             Some(_) => Ok(()),
             None => self
                 .db
                 .put_cf_opt(
                     meta,
                     KEY_NODE_ID,
-                    encode(&pb::StoreOwner { node_id }),
+                    encode(&pb::StoreOwner {
+                        node_id,
+                        removed: false,
+                    }),
                     &synced(),
                 )
                 .map_err(storage_err),
         }
+    }
+
+    /// Marks the store of `node_id` as removed from the group (synced): it never
+    /// opens again.
+    pub fn mark_removed(db: &DB, node_id: u64) -> io::Result<()> {
+        db.put_cf_opt(
+            cf(db, CF_META)?,
+            KEY_NODE_ID,
+            encode(&pb::StoreOwner {
+                node_id,
+                removed: true,
+            }),
+            &synced(),
+        )
+        .map_err(storage_err)
     }
 
     fn get_meta<T>(

@@ -6,15 +6,20 @@
 //! - [`log_store`]: the Raft log and vote (synced before acknowledged);
 //! - [`state_machine`]: the records, applied in synced batches;
 //! - [`snapshot`]: snapshot files, streamed to disk and back;
-//! - [`network`]: the Raft network (a single voter for now);
+//! - [`membership`]: the voter placement policy and the operator's membership changes;
+//! - [`network`]: the Raft network: the members' `Peer` gRPC services over one
+//!   reused channel per peer, with optional simulated region latency;
+//! - [`wire`]: the Raft RPC messages on the wire;
 //! - [`error`]: [`IndexError`] with stable codes.
 //!
 //! [`Index`] is what the service calls. Writes ([`Index::write`]) go through Raft
-//! and return after commit and apply. Reads ([`Index::xorb`], [`Index::file`],
-//! [`Index::dedup`], [`Index::has_xorbs`]) go straight to the local state machine;
-//! a read that must not miss a write acknowledged anywhere first calls
-//! [`Index::ensure_linearizable`]. While a snapshot is being installed (on a node
-//! that fell far behind) local reads may see a partial state.
+//! (a follower forwards them to the leader) and return after commit and apply.
+//! Reads ([`Index::xorb`], [`Index::file`], [`Index::dedup`], [`Index::has_xorbs`])
+//! go straight to the local state machine; a read that must not miss a write
+//! acknowledged anywhere first calls [`Index::ensure_linearizable`] (on a follower:
+//! the leader's read index, then a wait until it is applied locally). While a
+//! snapshot is being installed (on a node that fell far behind) local reads may see
+//! a partial state.
 //!
 //! On disk, under the index directory: `db/` (RocksDB, column families `raft_log`,
 //! `raft_meta`, `xorbs`, `files`, `dedup`, `sm_meta`) and `snapshots/` (the latest
@@ -23,20 +28,24 @@
 pub mod codec;
 pub mod error;
 pub mod log_store;
+pub mod membership;
 pub mod network;
 pub mod snapshot;
 pub mod state_machine;
 pub mod types;
+pub mod wire;
 
 #[cfg(test)]
 mod tests;
 
 pub use error::IndexError;
+pub use membership::{MemberStatus, desired_voters};
+pub use network::{LinkDelays, PeerError, Peers};
 pub use types::{IndexCommand, IndexRaft, NodeInfo, SnapshotFile, TypeConfig, node_info};
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,8 +57,9 @@ use rocksdb::{BlockBasedOptions, ColumnFamilyDescriptor, DB, DBCompressionType, 
 
 use codec::decode;
 use log_store::{CF_LOG, CF_META, LogStore};
-use network::SingleNodeNetwork;
+use network::GrpcNetwork;
 use state_machine::{CF_DEDUP, CF_FILES, CF_SM_META, CF_XORBS, StateMachine};
+use types::LogId;
 
 /// How long [`Index::open`] waits for this node to lead and catch up.
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -79,12 +89,42 @@ pub struct IndexStatus {
     pub learners: Vec<u64>,
 }
 
+/// How a node takes part in the index group.
+#[derive(Debug, Clone)]
+pub struct IndexOptions {
+    /// On a fresh store: start a new group of this node alone (`true`), or wait to be
+    /// added by the group's leader (`false`). Ignored once the store is initialized.
+    pub bootstrap: bool,
+    /// The channels to the other members.
+    pub peers: Arc<Peers>,
+}
+
+impl IndexOptions {
+    /// A node that starts its own group and calls its peers unauthenticated, without
+    /// injected latency (tests, single-node use).
+    pub fn single_node() -> Self {
+        IndexOptions {
+            bootstrap: true,
+            peers: Peers::new(None, LinkDelays::none()),
+        }
+    }
+}
+
 /// The index of one node: its Raft instance and its local state.
 pub struct Index {
     raft: IndexRaft,
     db: Arc<DB>,
     node_id: u64,
+    peers: Arc<Peers>,
+    incoming: PathBuf,
+    /// Held by a membership change: one at a time.
+    membership_lock: tokio::sync::Mutex<()>,
+    /// Turns true when the group removed this node.
+    removed: tokio::sync::watch::Sender<bool>,
 }
+
+/// How long a write or read waits between two tries while the leadership settles.
+const SETTLE_DELAY: Duration = Duration::from_millis(50);
 
 fn storage(e: impl std::fmt::Display) -> IndexError {
     IndexError::Storage(e.to_string())
@@ -177,6 +217,16 @@ fn validate(cmd: &Command) -> Result<(), IndexError> {
     }
 }
 
+/// Whether a failed call to the leader may succeed when tried again (the leader
+/// changed, was unreachable, or was busy).
+fn peer_retryable(e: &PeerError) -> bool {
+    match e {
+        PeerError::Unreachable { .. } | PeerError::Timeout { .. } => true,
+        PeerError::Status { code, .. } => *code == tonic::Code::Unavailable,
+        PeerError::Malformed { .. } | PeerError::Local { .. } => false,
+    }
+}
+
 /// Waits for `fut` at most `timeout`.
 async fn bounded<T>(
     what: &str,
@@ -192,27 +242,59 @@ async fn bounded<T>(
 }
 
 impl Index {
-    /// Opens (or creates) the index in `dir` as node `node_id` (`node` says where it
-    /// listens). A fresh store becomes a single-voter group of this node; an existing
-    /// one recovers its committed state (the state machine from RocksDB, the rest by
-    /// replaying the log). Returns once this node leads and has applied its whole
-    /// log, or fails after [`OPEN_TIMEOUT`].
+    /// Opens (or creates) the index in `dir` as node `node_id` of a single-node group
+    /// ([`IndexOptions::single_node`]); see [`Index::open_with`].
     pub async fn open(dir: &Path, node_id: u64, node: NodeInfo) -> Result<Index, IndexError> {
+        Self::open_with(dir, node_id, node, IndexOptions::single_node()).await
+    }
+
+    /// Opens (or creates) the index in `dir` as node `node_id` (`node` says where it
+    /// listens). The state machine recovers from RocksDB, the rest by replaying the log.
+    ///
+    /// A fresh store with `opts.bootstrap` becomes a single-voter group of this node; a
+    /// lone voter (fresh or not) is waited for until it leads and has applied its
+    /// whole log ([`OPEN_TIMEOUT`]). A member of a larger group, or a fresh store
+    /// waiting to be added, returns at once: elections and catching up run in the
+    /// background once the node serves its `Peer` API.
+    pub async fn open_with(
+        dir: &Path,
+        node_id: u64,
+        node: NodeInfo,
+        opts: IndexOptions,
+    ) -> Result<Index, IndexError> {
         let db = open_db(&dir.join("db"))?;
         let log = LogStore::new(db.clone()).map_err(storage)?;
         log.claim_node_id(node_id).map_err(storage)?;
         let sm = StateMachine::new(db.clone(), dir.join("snapshots")).map_err(storage)?;
+        let incoming = dir.join("incoming");
+        // Snapshots a crash interrupted while they were being received.
+        let _ = std::fs::remove_dir_all(&incoming);
+        std::fs::create_dir_all(&incoming).map_err(storage)?;
         let raft = IndexRaft::new(
             node_id,
             Arc::new(raft_config()?),
-            SingleNodeNetwork,
+            GrpcNetwork::new(opts.peers.clone()),
             log,
             sm,
         )
         .await
         .map_err(fatal)?;
-        let index = Index { raft, db, node_id };
-        match bounded("opening the index", OPEN_TIMEOUT, index.start(node)).await {
+        let index = Index {
+            raft,
+            db,
+            node_id,
+            peers: opts.peers,
+            incoming,
+            membership_lock: tokio::sync::Mutex::new(()),
+            removed: tokio::sync::watch::channel(false).0,
+        };
+        let started = bounded(
+            "opening the index",
+            OPEN_TIMEOUT,
+            index.start(node, opts.bootstrap),
+        )
+        .await;
+        match started {
             Ok(()) => Ok(index),
             Err(e) => {
                 index.shutdown().await;
@@ -221,21 +303,31 @@ impl Index {
         }
     }
 
-    /// Initializes a fresh group, or hurries the election of a lone voter, then waits
-    /// until this node leads and has applied every committed entry.
-    async fn start(&self, node: NodeInfo) -> Result<(), IndexError> {
+    /// Initializes a fresh group (when bootstrapping), or hurries the election of a
+    /// lone voter, then waits until a lone voter leads and has applied every
+    /// committed entry.
+    async fn start(&self, node: NodeInfo, bootstrap: bool) -> Result<(), IndexError> {
         let id = self.node_id;
         if !self.raft.is_initialized().await.map_err(fatal)? {
+            if !bootstrap {
+                tracing::info!(
+                    node = id,
+                    "index store is fresh; waiting to be added to the group"
+                );
+                return Ok(());
+            }
             self.raft
                 .initialize(BTreeMap::from([(id, node)]))
                 .await
                 .map_err(|e| IndexError::Stopped(format!("initializing the index: {e}")))?;
-        } else {
-            let m = self.raft.metrics().borrow_watched().clone();
-            let lone_voter = m.membership_config.voter_ids().eq([id]);
-            if lone_voter && m.state != ServerState::Leader {
-                self.raft.trigger().elect(false).await.map_err(fatal)?;
-            }
+        }
+        let m = self.raft.metrics().borrow_watched().clone();
+        let lone_voter = m.membership_config.voter_ids().eq([id]);
+        if !lone_voter {
+            return Ok(());
+        }
+        if m.state != ServerState::Leader {
+            self.raft.trigger().elect(false).await.map_err(fatal)?;
         }
         self.raft
             .wait(None)
@@ -247,43 +339,208 @@ impl Index {
         self.ensure_linearizable().await
     }
 
-    /// Commits `cmd` through Raft and returns what applying it did.
+    /// The leader as a known member other than this node, if there is one.
+    fn remote_leader(
+        &self,
+        leader: Option<u64>,
+        node: Option<NodeInfo>,
+    ) -> Option<(u64, NodeInfo)> {
+        match (leader, node) {
+            (Some(id), Some(node)) if id != self.node_id => Some((id, node)),
+            (Some(id), None) if id != self.node_id => {
+                let m = self.raft.metrics().borrow_watched().clone();
+                m.membership_config
+                    .membership()
+                    .get_node(&id)
+                    .cloned()
+                    .map(|n| (id, n))
+            }
+            _ => None,
+        }
+    }
+
+    /// Commits `cmd` through Raft and returns what applying it did. On a follower the
+    /// command goes to the leader; while the leadership changes the write is tried
+    /// again until [`REQUEST_TIMEOUT`] (commands are idempotent, so a retry of one
+    /// that did commit is harmless).
     pub async fn write(&self, cmd: Command) -> Result<CommandResult, IndexError> {
         validate(&cmd)?;
         bounded("index write", REQUEST_TIMEOUT, async {
-            match self.raft.client_write(IndexCommand(cmd)).await {
-                Ok(resp) => Ok(resp.data),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                    Err(IndexError::NotLeader {
-                        leader: f.leader_id,
-                        leader_addr: f.leader_node.map(|n| n.addr),
-                    })
+            let mut last = None;
+            for attempt in 0u32.. {
+                if attempt > 0 {
+                    tokio::time::sleep(SETTLE_DELAY * attempt.min(10)).await;
                 }
-                Err(RaftError::APIError(e)) => Err(IndexError::Unavailable(e.to_string())),
-                Err(RaftError::Fatal(e)) => Err(fatal(e)),
+                let (leader, node) = match self.write_local(cmd.clone()).await {
+                    Err(IndexError::NotLeader { leader, .. }) => {
+                        let node = leader.and_then(|id| self.member(id));
+                        (leader, node)
+                    }
+                    other => return other,
+                };
+                let Some((id, node)) = self.remote_leader(leader, node) else {
+                    continue;
+                };
+                match self
+                    .peers
+                    .forward_write(id, &node, cmd.clone(), REQUEST_TIMEOUT)
+                    .await
+                {
+                    Ok(result) => return Ok(result),
+                    Err(e) if peer_retryable(&e) => last = Some(e),
+                    Err(e) => return Err(IndexError::from_peer(e)),
+                }
             }
+            Err(IndexError::Unavailable(format!(
+                "no leader took the write: {last:?}"
+            )))
         })
         .await
     }
 
-    /// Confirms through the leader (a read index) that this node leads, and waits
-    /// until the local state machine has applied everything committed before the
-    /// call: a local read that follows sees every acknowledged write.
+    /// Commits `cmd` if this node leads; [`IndexError::NotLeader`] otherwise (what a
+    /// forwarded write runs on the leader: it is never forwarded again).
+    pub async fn write_local(&self, cmd: Command) -> Result<CommandResult, IndexError> {
+        validate(&cmd)?;
+        match self.raft.client_write(IndexCommand(cmd)).await {
+            Ok(resp) => Ok(resp.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(IndexError::NotLeader {
+                    leader: f.leader_id,
+                    leader_addr: f.leader_node.map(|n| n.addr),
+                })
+            }
+            Err(RaftError::APIError(e)) => Err(IndexError::Unavailable(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(fatal(e)),
+        }
+    }
+
+    /// The member `id` of the current membership.
+    fn member(&self, id: u64) -> Option<NodeInfo> {
+        self.raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .cloned()
+    }
+
+    /// Confirms through the leader (a read index) and waits until the local state
+    /// machine has applied everything committed before the call: a local read that
+    /// follows sees every acknowledged write. On the leader this is a round of
+    /// heartbeats; elsewhere the leader's read index, then a local wait.
     pub async fn ensure_linearizable(&self) -> Result<(), IndexError> {
         bounded("linearizable read", REQUEST_TIMEOUT, async {
-            match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
-                Ok(_) => Ok(()),
-                Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
-                    Err(IndexError::NotLeader {
-                        leader: f.leader_id,
-                        leader_addr: f.leader_node.map(|n| n.addr),
-                    })
+            let mut last = None;
+            for attempt in 0u32.. {
+                if attempt > 0 {
+                    tokio::time::sleep(SETTLE_DELAY * attempt.min(10)).await;
                 }
-                Err(RaftError::APIError(e)) => Err(IndexError::Unavailable(e.to_string())),
-                Err(RaftError::Fatal(e)) => Err(fatal(e)),
+                let (leader, node) = match self.read_index_local().await {
+                    Ok(_) => return Ok(()),
+                    Err(IndexError::NotLeader { leader, .. }) => {
+                        (leader, leader.and_then(|id| self.member(id)))
+                    }
+                    Err(e) => return Err(e),
+                };
+                let Some((id, node)) = self.remote_leader(leader, node) else {
+                    continue;
+                };
+                match self.peers.read_index(id, &node, REQUEST_TIMEOUT).await {
+                    Ok(read) => {
+                        self.raft
+                            .wait(Some(REQUEST_TIMEOUT))
+                            .applied_index_at_least(read.map(|l| l.index), "read index applied")
+                            .await
+                            .map_err(|e| IndexError::Unavailable(e.to_string()))?;
+                        return Ok(());
+                    }
+                    Err(e) if peer_retryable(&e) => last = Some(e),
+                    Err(e) => return Err(IndexError::from_peer(e)),
+                }
             }
+            Err(IndexError::Unavailable(format!(
+                "no leader confirmed the read: {last:?}"
+            )))
         })
         .await
+    }
+
+    /// On the leader: confirms the leadership with a quorum, waits until everything
+    /// committed is applied, and returns the read index. [`IndexError::NotLeader`]
+    /// elsewhere (what a follower's read-index request runs on the leader).
+    pub async fn read_index_local(&self) -> Result<Option<LogId>, IndexError> {
+        match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            Ok(read) => Ok(Some(*read.log_id())),
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+                Err(IndexError::NotLeader {
+                    leader: f.leader_id,
+                    leader_addr: f.leader_node.map(|n| n.addr),
+                })
+            }
+            Err(RaftError::APIError(e)) => Err(IndexError::Unavailable(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(fatal(e)),
+        }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// Installs a snapshot received from the leader `vote` (its bytes in `file`, which
+    /// is removed afterwards); returns this node's vote.
+    pub async fn install_snapshot(
+        &self,
+        vote: types::Vote,
+        meta: types::SnapshotMeta,
+        file: tempfile::NamedTempFile,
+    ) -> Result<types::Vote, IndexError> {
+        let path = file.path().to_owned();
+        let reader = std::fs::File::open(&path).map_err(storage)?;
+        let snapshot = types::Snapshot {
+            meta,
+            snapshot: SnapshotFile::from_file(reader, path),
+        };
+        let resp = self
+            .raft
+            .install_full_snapshot(vote, snapshot)
+            .await
+            .map_err(fatal)?;
+        drop(file);
+        Ok(resp.vote)
+    }
+
+    /// Takes the removal notice of the group's leader: the data directory is marked
+    /// as never to be used again, and [`Index::removed`] turns true. A notice for
+    /// another node is refused.
+    pub fn leave(&self, node_id: u64) -> Result<(), IndexError> {
+        if node_id != self.node_id {
+            return Err(IndexError::InvalidMembership(format!(
+                "a removal notice for node {node_id} reached node {}",
+                self.node_id
+            )));
+        }
+        LogStore::mark_removed(&self.db, node_id).map_err(storage)?;
+        tracing::warn!(node = node_id, "removed from the cluster; stopping");
+        self.removed.send_replace(true);
+        Ok(())
+    }
+
+    /// Turns true once the group removed this node (the node should stop).
+    pub fn removed(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.removed.subscribe()
+    }
+
+    /// Where snapshots being received from the leader are written before install.
+    pub fn incoming_dir(&self) -> &Path {
+        &self.incoming
+    }
+
+    /// The channels to the other members.
+    pub fn peers(&self) -> &Arc<Peers> {
+        &self.peers
     }
 
     fn family(&self, name: &str) -> Result<&rocksdb::ColumnFamily, IndexError> {

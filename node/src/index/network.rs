@@ -1,82 +1,569 @@
-//! The Raft network of a single-voter group: there is no peer to reach, so every RPC
-//! answers "unreachable". When nodes join, a gRPC network (one reused channel per
-//! peer, the `cas.raft.v1` messages on the wire) takes this one's place behind the
-//! same [`RaftNetworkFactory`] trait; nothing else in the index changes.
+//! The Raft network of the index group: the `cas.raft.v1.Peer` gRPC service of each
+//! member, reached through one reused channel per peer ([`Peers`]).
+//!
+//! Every call carries this node's `cluster`-scope credential. When the simulation of
+//! region latency is on ([`LinkDelays`]), every call waits half the round trip between
+//! the two regions before it is sent and half after its answer, so a whole cluster on
+//! one machine commits with the latency of three real regions.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use bytes::Bytes;
+use cas_proto::index::{Command, CommandResult};
+use cas_proto::raft as pb;
+use cas_proto::raft::peer_client::PeerClient;
 use openraft::OptionalSend;
-use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderError,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
+use tonic::transport::{Channel, Endpoint};
 
-use super::types::{NodeInfo, Snapshot, SnapshotFile, TypeConfig, Vote};
+use super::codec::{log_id_from_pb, snapshot_meta_to_pb, vote_to_pb};
+use super::types::{LogId, NodeInfo, Snapshot, SnapshotFile, TypeConfig, Vote};
+use super::wire;
+use crate::auth::NodeCredential;
+use crate::config::Region;
 
-/// Why a peer cannot be reached.
-#[derive(Debug, thiserror::Error)]
-#[error("node {0} is not reachable: this node runs a single-voter index without a network")]
-pub struct NoNetwork(u64);
+/// Size of the parts a snapshot file is streamed in.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
-/// Hands out [`NoPeerConnection`]s.
-#[derive(Debug, Clone, Default)]
-pub struct SingleNodeNetwork;
+/// Largest message a peer sends or accepts (a batch of log entries).
+pub const MAX_PEER_MESSAGE_BYTES: usize = 64 << 20;
 
-/// A connection to a peer that cannot be reached.
+/// Time allowed to open a connection to a peer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Injected link latency: the simulation of inter-region round trips.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkDelays {
+    from: Option<Region>,
+}
+
+impl LinkDelays {
+    /// No injected latency.
+    pub fn none() -> Self {
+        LinkDelays { from: None }
+    }
+
+    /// Calls from a node in `from` wait the simulated round trip to their target's region.
+    pub fn simulated(from: Region) -> Self {
+        LinkDelays { from: Some(from) }
+    }
+
+    /// Half the simulated round trip to a node in `region` (zero when off or unknown).
+    pub fn one_way(&self, region: &str) -> Duration {
+        match (self.from, region.parse::<Region>()) {
+            (Some(from), Ok(to)) => from.round_trip(to) / 2,
+            _ => Duration::ZERO,
+        }
+    }
+}
+
+/// Why a call to a peer failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PeerError {
+    /// The peer could not be reached (connection refused, reset, unavailable).
+    #[error("node {node} at {addr} is unreachable: {message}")]
+    Unreachable {
+        /// The peer's id.
+        node: u64,
+        /// Its address.
+        addr: String,
+        /// What failed.
+        message: String,
+    },
+    /// The peer answered with an error status.
+    #[error("node {node} answered {code:?}{}: {message}", code_note(server_code))]
+    Status {
+        /// The peer's id.
+        node: u64,
+        /// The gRPC code.
+        code: tonic::Code,
+        /// The stable error code the peer sent, if any.
+        server_code: Option<String>,
+        /// The status message.
+        message: String,
+    },
+    /// The call took longer than allowed.
+    #[error("node {node} did not answer within {timeout:?}")]
+    Timeout {
+        /// The peer's id.
+        node: u64,
+        /// The time allowed.
+        timeout: Duration,
+    },
+    /// The peer's answer does not decode.
+    #[error("node {node} sent a malformed answer: {message}")]
+    Malformed {
+        /// The peer's id.
+        node: u64,
+        /// What is wrong.
+        message: String,
+    },
+    /// This node cannot sign its credential or build a channel.
+    #[error("cannot call node {node}: {message}")]
+    Local {
+        /// The peer's id.
+        node: u64,
+        /// What failed.
+        message: String,
+    },
+}
+
+fn code_note(server_code: &Option<String>) -> String {
+    server_code
+        .as_deref()
+        .map(|c| format!(" ({c})"))
+        .unwrap_or_default()
+}
+
+impl PeerError {
+    fn from_status(node: u64, addr: &str, s: &tonic::Status) -> Self {
+        match s.code() {
+            tonic::Code::Unavailable | tonic::Code::Unknown if is_transport(s) => {
+                PeerError::Unreachable {
+                    node,
+                    addr: addr.to_owned(),
+                    message: s.message().to_owned(),
+                }
+            }
+            code => PeerError::Status {
+                node,
+                code,
+                server_code: s
+                    .metadata()
+                    .get(crate::api::grpc::ERROR_CODE_METADATA)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+                message: s.message().to_owned(),
+            },
+        }
+    }
+
+    /// The stable error code the peer sent, if any.
+    pub fn server_code(&self) -> Option<&str> {
+        match self {
+            PeerError::Status { server_code, .. } => server_code.as_deref(),
+            _ => None,
+        }
+    }
+
+    fn into_rpc<E: std::error::Error>(self) -> RPCError<TypeConfig, E> {
+        match &self {
+            PeerError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&self)),
+            _ => RPCError::Network(NetworkError::new(&self)),
+        }
+    }
+
+    fn into_streaming(self) -> StreamingError<TypeConfig> {
+        match &self {
+            PeerError::Unreachable { .. } => StreamingError::Unreachable(Unreachable::new(&self)),
+            _ => StreamingError::Network(NetworkError::new(&self)),
+        }
+    }
+}
+
+/// Whether a status comes from the transport (no server answered it).
+fn is_transport(s: &tonic::Status) -> bool {
+    s.code() == tonic::Code::Unavailable
+        || s.metadata()
+            .get(crate::api::grpc::ERROR_CODE_METADATA)
+            .is_none()
+}
+
+/// The channels to the other members, one per peer, reused by every call; shared by
+/// the Raft network and by the index (forwarded writes, read index).
 #[derive(Debug)]
-pub struct NoPeerConnection {
+pub struct Peers {
+    channels: Mutex<HashMap<u64, (String, PeerClient<Channel>)>>,
+    credential: Option<NodeCredential>,
+    delays: LinkDelays,
+}
+
+impl Peers {
+    /// Peers called with `credential` (none: unauthenticated, for tests) and `delays`.
+    pub fn new(credential: Option<NodeCredential>, delays: LinkDelays) -> Arc<Self> {
+        Arc::new(Peers {
+            channels: Mutex::new(HashMap::new()),
+            credential,
+            delays,
+        })
+    }
+
+    /// The client of member `id` at `node`, on its cached channel (a new one when the
+    /// member's address changed). The channel connects on first use.
+    fn client(&self, id: u64, node: &NodeInfo) -> Result<PeerClient<Channel>, PeerError> {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((addr, client)) = channels.get(&id)
+            && *addr == node.addr
+        {
+            return Ok(client.clone());
+        }
+        let local = |message: String| PeerError::Local { node: id, message };
+        let channel = Endpoint::from_shared(format!("http://{}", node.addr))
+            .map_err(|e| local(format!("address {:?}: {e}", node.addr)))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .initial_stream_window_size(4 << 20)
+            .initial_connection_window_size(16 << 20)
+            .connect_lazy();
+        let client = PeerClient::new(channel)
+            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+        channels.insert(id, (node.addr.clone(), client.clone()));
+        Ok(client)
+    }
+
+    /// Forgets the channel of a member that left.
+    pub fn forget(&self, id: u64) {
+        self.channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+
+    /// `msg` with this node's credential attached.
+    fn request<T>(&self, id: u64, msg: T) -> Result<tonic::Request<T>, PeerError> {
+        let mut req = tonic::Request::new(msg);
+        if let Some(c) = &self.credential {
+            let header = c.header().map_err(|e| PeerError::Local {
+                node: id,
+                message: format!("signing the node credential: {e}"),
+            })?;
+            let value = header.parse().map_err(|_| PeerError::Local {
+                node: id,
+                message: "the node credential is not a valid header".into(),
+            })?;
+            req.metadata_mut().insert("authorization", value);
+        }
+        Ok(req)
+    }
+
+    /// Calls member `id` at `node`: `call` gets its client and the request carrying
+    /// `msg`; the call waits the injected latency and at most `timeout`.
+    pub async fn call<M, T, F, Fut>(
+        &self,
+        id: u64,
+        node: &NodeInfo,
+        msg: M,
+        timeout: Duration,
+        call: F,
+    ) -> Result<T, PeerError>
+    where
+        F: FnOnce(PeerClient<Channel>, tonic::Request<M>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let client = self.client(id, node)?;
+        let req = self.request(id, msg)?;
+        let one_way = self.delays.one_way(&node.region);
+        let exchange = async {
+            if !one_way.is_zero() {
+                tokio::time::sleep(one_way).await;
+            }
+            let resp = call(client, req).await;
+            if !one_way.is_zero() {
+                tokio::time::sleep(one_way).await;
+            }
+            resp
+        };
+        match tokio::time::timeout(timeout + 2 * one_way, exchange).await {
+            Ok(Ok(resp)) => Ok(resp.into_inner()),
+            Ok(Err(status)) => Err(PeerError::from_status(id, &node.addr, &status)),
+            Err(_) => Err(PeerError::Timeout { node: id, timeout }),
+        }
+    }
+
+    /// Sends a client's write to the leader `id` at `node`.
+    pub async fn forward_write(
+        &self,
+        id: u64,
+        node: &NodeInfo,
+        cmd: Command,
+        timeout: Duration,
+    ) -> Result<CommandResult, PeerError> {
+        self.call(id, node, cmd, timeout, |mut c, r| async move {
+            c.forward_write(r).await
+        })
+        .await
+    }
+
+    /// Tells member `id` at `node` that it was removed from the group.
+    pub async fn leave(
+        &self,
+        id: u64,
+        node: &NodeInfo,
+        timeout: Duration,
+    ) -> Result<(), PeerError> {
+        self.call(
+            id,
+            node,
+            pb::LeaveRequest { node_id: id },
+            timeout,
+            |mut c, r| async move { c.leave(r).await },
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Asks the leader `id` at `node` for its read index.
+    pub async fn read_index(
+        &self,
+        id: u64,
+        node: &NodeInfo,
+        timeout: Duration,
+    ) -> Result<Option<LogId>, PeerError> {
+        let resp = self
+            .call(
+                id,
+                node,
+                pb::ReadIndexRequest {},
+                timeout,
+                |mut c, r| async move { c.read_index(r).await },
+            )
+            .await?;
+        resp.read_log_id
+            .map(log_id_from_pb)
+            .transpose()
+            .map_err(|e| PeerError::Malformed {
+                node: id,
+                message: e.to_string(),
+            })
+    }
+}
+
+/// Hands out [`PeerConnection`]s over the shared [`Peers`].
+#[derive(Debug, Clone)]
+pub struct GrpcNetwork {
+    peers: Arc<Peers>,
+}
+
+impl GrpcNetwork {
+    /// A network over `peers`.
+    pub fn new(peers: Arc<Peers>) -> Self {
+        GrpcNetwork { peers }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
+    type Network = PeerConnection;
+
+    async fn new_client(&mut self, target: u64, node: &NodeInfo) -> Self::Network {
+        PeerConnection {
+            peers: self.peers.clone(),
+            target,
+            node: node.clone(),
+        }
+    }
+}
+
+/// Openraft's connection to one peer.
+#[derive(Debug)]
+pub struct PeerConnection {
+    peers: Arc<Peers>,
     target: u64,
+    node: NodeInfo,
 }
 
-impl RaftNetworkFactory<TypeConfig> for SingleNodeNetwork {
-    type Network = NoPeerConnection;
-
-    async fn new_client(&mut self, target: u64, _node: &NodeInfo) -> Self::Network {
-        NoPeerConnection { target }
+impl PeerConnection {
+    fn malformed(&self, e: std::io::Error) -> PeerError {
+        PeerError::Malformed {
+            node: self.target,
+            message: e.to_string(),
+        }
     }
 }
 
-impl NoPeerConnection {
-    fn unreachable(&self) -> Unreachable<TypeConfig> {
-        Unreachable::new(&NoNetwork(self.target))
-    }
-}
-
-impl RaftNetworkV2<TypeConfig> for NoPeerConnection {
+impl RaftNetworkV2<TypeConfig> for PeerConnection {
     type SnapshotData = SnapshotFile;
 
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        Err(RPCError::Unreachable(self.unreachable()))
+        let msg = wire::append_request_to_pb(&rpc);
+        let resp = self
+            .peers
+            .call(
+                self.target,
+                &self.node,
+                msg,
+                option.hard_ttl(),
+                |mut c, r| async move { c.append_entries(r).await },
+            )
+            .await
+            .map_err(PeerError::into_rpc)?;
+        wire::append_response_from_pb(resp).map_err(|e| self.malformed(e).into_rpc())
     }
 
     async fn vote(
         &mut self,
-        _rpc: VoteRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        Err(RPCError::Unreachable(self.unreachable()))
+        let msg = wire::vote_request_to_pb(&rpc);
+        let resp = self
+            .peers
+            .call(
+                self.target,
+                &self.node,
+                msg,
+                option.hard_ttl(),
+                |mut c, r| async move { c.vote(r).await },
+            )
+            .await
+            .map_err(PeerError::into_rpc)?;
+        wire::vote_response_from_pb(resp).map_err(|e| self.malformed(e).into_rpc())
     }
 
     async fn pre_vote(
         &mut self,
-        _rpc: VoteRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        Err(RPCError::Unreachable(self.unreachable()))
+        let msg = wire::vote_request_to_pb(&rpc);
+        let resp = self
+            .peers
+            .call(
+                self.target,
+                &self.node,
+                msg,
+                option.hard_ttl(),
+                |mut c, r| async move { c.pre_vote(r).await },
+            )
+            .await
+            .map_err(PeerError::into_rpc)?;
+        wire::vote_response_from_pb(resp).map_err(|e| self.malformed(e).into_rpc())
     }
 
     async fn full_snapshot(
         &mut self,
-        _vote: Vote,
-        _snapshot: Snapshot,
-        _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        Err(StreamingError::Unreachable(self.unreachable()))
+        let first = pb::SnapshotChunk {
+            vote: Some(vote_to_pb(&vote)),
+            meta: Some(snapshot_meta_to_pb(&snapshot.meta)),
+            data: Bytes::new(),
+        };
+        let parts = snapshot_parts(snapshot.snapshot);
+        let stream = futures::StreamExt::chain(futures::stream::iter([first]), parts);
+        // The transfer itself has no deadline (the file may be large); cancelling is
+        // openraft's to decide.
+        let send = self.peers.call(
+            self.target,
+            &self.node,
+            stream,
+            Duration::from_secs(24 * 3600),
+            |mut c, r| async move { c.install_snapshot(r).await },
+        );
+        let resp = tokio::select! {
+            r = send => r.map_err(PeerError::into_streaming)?,
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+        };
+        let vote =
+            wire::required_vote(resp.vote).map_err(|e| self.malformed(e).into_streaming())?;
+        Ok(SnapshotResponse::new(vote))
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let msg = wire::transfer_request_to_pb(&req);
+        let resp = self
+            .peers
+            .call(
+                self.target,
+                &self.node,
+                msg,
+                option.hard_ttl(),
+                |mut c, r| async move { c.transfer_leader(r).await },
+            )
+            .await
+            .map_err(PeerError::into_rpc)?;
+        let Some(refused) = resp.refused else {
+            return Ok(Ok(()));
+        };
+        let malformed = |e| self.malformed(e).into_rpc();
+        Ok(Err(if refused.vote_changed {
+            TransferLeaderError::VoteChanged {
+                expected: *req.from_leader(),
+                actual: wire::required_vote(refused.actual_vote).map_err(malformed)?,
+            }
+        } else {
+            TransferLeaderError::LogNotFlushed {
+                expected: req.last_log_id().cloned(),
+                actual: refused
+                    .actual_last_log_id
+                    .map(log_id_from_pb)
+                    .transpose()
+                    .map_err(malformed)?,
+            }
+        }))
+    }
+}
+
+/// The bytes of a snapshot file as stream parts, read on a blocking thread.
+fn snapshot_parts(
+    file: SnapshotFile,
+) -> impl futures::Stream<Item = pb::SnapshotChunk> + Send + 'static {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<pb::SnapshotChunk>(4);
+    tokio::task::spawn_blocking(move || {
+        let path = file.path().to_owned();
+        let mut f = file.into_file();
+        loop {
+            let mut buf = vec![0u8; SNAPSHOT_CHUNK_BYTES];
+            let n = match f.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) => {
+                    // Ending the stream early makes the receiver refuse the snapshot.
+                    tracing::warn!(path = %path.display(), error = %e, "reading a snapshot to send");
+                    return;
+                }
+            };
+            if n == 0 {
+                return;
+            }
+            buf.truncate(n);
+            let chunk = pb::SnapshotChunk {
+                vote: None,
+                meta: None,
+                data: Bytes::from(buf),
+            };
+            if tx.blocking_send(chunk).is_err() {
+                return;
+            }
+        }
+    });
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_are_half_the_round_trip_between_regions() {
+        let d = LinkDelays::simulated(Region::UsEast1);
+        assert_eq!(d.one_way("eu-west-3"), Duration::from_millis(40));
+        assert_eq!(d.one_way("ap-southeast-1"), Duration::from_millis(110));
+        assert_eq!(d.one_way("us-east-1"), Duration::from_micros(500));
+        assert_eq!(d.one_way("mars-1"), Duration::ZERO);
+        assert_eq!(LinkDelays::none().one_way("eu-west-3"), Duration::ZERO);
+        let eu = LinkDelays::simulated(Region::EuWest3);
+        assert_eq!(eu.one_way("ap-southeast-1"), Duration::from_millis(75));
     }
 }

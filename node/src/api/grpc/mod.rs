@@ -1,9 +1,13 @@
 //! The client gRPC API (`cas.api.v1.Cas`, see `proto/`), a thin adapter over the
 //! service: batched chunk and xorb lookups, streamed xorb and shard uploads,
-//! reconstructions.
+//! reconstructions. [`peer`] is the node-to-node API of the index group, [`admin`]
+//! the operator API.
 //!
 //! Authentication: `authorization: Bearer <token>` metadata. Errors carry the gRPC code
 //! the service error maps to, and its stable code in the `x-cas-error-code` metadata.
+
+pub mod admin;
+pub mod peer;
 
 use std::future::Future;
 use std::time::Instant;

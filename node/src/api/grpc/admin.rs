@@ -1,0 +1,165 @@
+//! The operator gRPC API (`cas.admin.v1.Admin`): a thin adapter over the index's
+//! status and membership changes. Callers must hold an `admin`-scope token.
+
+use std::sync::Arc;
+
+use cas_proto::admin as pb;
+use cas_proto::admin::admin_server::{Admin, AdminServer};
+use tonic::{Request, Response, Status};
+
+use super::ERROR_CODE_METADATA;
+use crate::auth::{Scope, Tokens};
+use crate::index::{Index, IndexError, NodeInfo};
+
+/// Metadata key carrying the leader's gRPC address when a change reached a follower.
+pub const LEADER_METADATA: &str = "x-cas-leader";
+
+/// The `Admin` front end of one node.
+#[derive(Clone)]
+pub struct AdminApi {
+    index: Arc<Index>,
+    tokens: Tokens,
+}
+
+impl AdminApi {
+    /// The API over `index`, admitting callers with an `admin` token signed by `tokens`.
+    pub fn new(index: Arc<Index>, tokens: Tokens) -> Self {
+        AdminApi { index, tokens }
+    }
+
+    /// The tonic service to mount.
+    pub fn into_server(self) -> AdminServer<Self> {
+        AdminServer::new(self)
+    }
+
+    fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let value = req
+            .metadata()
+            .get("authorization")
+            .map(|v| v.to_str().unwrap_or("\u{0}"));
+        self.tokens
+            .authorize(value, Scope::Admin)
+            .map(|_| ())
+            .map_err(|e| {
+                let mut s = Status::new(tonic::Code::from_i32(e.grpc_code()), e.to_string());
+                if let Ok(v) = e.code().parse() {
+                    s.metadata_mut().insert(ERROR_CODE_METADATA, v);
+                }
+                s
+            })
+    }
+
+    fn status(&self) -> pb::ClusterStatus {
+        let s = self.index.status();
+        let members: Vec<pb::Member> = self
+            .index
+            .members()
+            .into_iter()
+            .map(|m| pb::Member {
+                id: m.id,
+                addr: m.addr,
+                region: m.region,
+                voter: m.voter,
+                leader: m.leader,
+                lag: m.lag,
+            })
+            .collect();
+        let leader_addr = members
+            .iter()
+            .find(|m| Some(m.id) == s.leader)
+            .map(|m| m.addr.clone())
+            .unwrap_or_default();
+        pb::ClusterStatus {
+            node_id: s.node_id,
+            role: s.role,
+            leader_id: s.leader,
+            leader_addr,
+            term: s.term,
+            last_log_index: s.last_log_index,
+            last_applied: s.last_applied,
+            members,
+        }
+    }
+}
+
+/// An index error as a status; a `NotLeader` carries the leader's address.
+fn index_status(e: IndexError) -> Status {
+    let mut s = Status::new(e.grpc_code(), e.to_string());
+    if let Ok(v) = e.code().parse() {
+        s.metadata_mut().insert(ERROR_CODE_METADATA, v);
+    }
+    if let IndexError::NotLeader {
+        leader_addr: Some(addr),
+        ..
+    } = &e
+        && let Ok(v) = addr.parse()
+    {
+        s.metadata_mut().insert(LEADER_METADATA, v);
+    }
+    s
+}
+
+#[tonic::async_trait]
+impl Admin for AdminApi {
+    async fn status(
+        &self,
+        req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        self.authorize(&req)?;
+        Ok(Response::new(self.status()))
+    }
+
+    async fn add_node(
+        &self,
+        req: Request<pb::AddNodeRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        self.authorize(&req)?;
+        let r = req.into_inner();
+        if r.id == 0 {
+            return Err(index_status(IndexError::InvalidMembership(
+                "node ids start at 1".into(),
+            )));
+        }
+        if r.addr.parse::<std::net::SocketAddr>().is_err() {
+            return Err(index_status(IndexError::InvalidMembership(format!(
+                "{:?} is not a socket address (IP:PORT)",
+                r.addr
+            ))));
+        }
+        if r.region.parse::<crate::config::Region>().is_err() {
+            return Err(index_status(IndexError::InvalidMembership(format!(
+                "{:?} is not a region",
+                r.region
+            ))));
+        }
+        self.index
+            .add_node(r.id, NodeInfo::new(r.addr, r.region))
+            .await
+            .map_err(index_status)?;
+        Ok(Response::new(self.status()))
+    }
+
+    async fn remove_node(
+        &self,
+        req: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        self.authorize(&req)?;
+        self.index
+            .remove_node(req.get_ref().id)
+            .await
+            .map_err(index_status)?;
+        Ok(Response::new(self.status()))
+    }
+
+    async fn transfer_leader(
+        &self,
+        req: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        self.authorize(&req)?;
+        self.index
+            .transfer_leader(req.get_ref().to)
+            .await
+            .map_err(index_status)?;
+        Ok(Response::new(self.status()))
+    }
+}
