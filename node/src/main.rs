@@ -35,9 +35,11 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a node with the given configuration until interrupted.
-    Serve(ConfigArgs),
-    /// Run a complete local node until interrupted: an embedded S3 server unless the
-    /// configuration names one (s3.endpoint, e.g. CAS_NODE__S3__ENDPOINT).
+    Serve(ServeArgs),
+    /// Run a complete local cluster until interrupted: by default 10 nodes in three
+    /// regions (4/4/2) with an embedded S3 server; with --layout REGION=1, one node (an
+    /// embedded S3 server unless the configuration names one: s3.endpoint, e.g.
+    /// CAS_NODE__S3__ENDPOINT).
     Demo(DemoArgs),
     /// Bearer tokens.
     #[command(subcommand)]
@@ -67,6 +69,16 @@ enum ConfigCommand {
 }
 
 #[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Stop when standard input closes (for a supervising process: the node goes away
+    /// with it).
+    #[arg(long, hide = true)]
+    exit_with_stdin: bool,
+}
+
+#[derive(Debug, Args)]
 struct ConfigArgs {
     /// TOML configuration file (defaults and CAS_NODE__SECTION__FIELD variables apply).
     #[arg(long, value_name = "FILE")]
@@ -90,6 +102,15 @@ struct DemoArgs {
     /// Address of the gRPC API (default: a free loopback port).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     grpc_listen: std::net::SocketAddr,
+    /// Nodes per region. One node runs in this process (with --http-listen and
+    /// --grpc-listen); more run as child processes on free loopback ports, joined
+    /// into one index group with the inter-region latency simulated.
+    #[arg(
+        long,
+        value_name = "REGION=N,...",
+        default_value = "us-east-1=4,eu-west-3=4,ap-southeast-1=2"
+    )]
+    layout: cas_node::local_cluster::Layout,
     #[command(flatten)]
     config: ConfigArgs,
 }
@@ -134,13 +155,16 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => runtime()?.block_on(run::serve(load(&args)?)),
+        Command::Serve(args) => {
+            runtime()?.block_on(run::serve(load(&args.config)?, args.exit_with_stdin))
+        }
         Command::Demo(args) => runtime()?.block_on(run::demo(run::DemoOptions {
             config: NodeConfig::load(args.config.config.as_deref(), Mode::Demo)?,
             state: args.state,
             data_dir: args.data_dir,
             http_listen: args.http_listen,
             grpc_listen: args.grpc_listen,
+            layout: args.layout,
         })),
         Command::Token(TokenCommand::Issue(args)) => issue(args),
         Command::Config(ConfigCommand::Check(args)) => check(args),

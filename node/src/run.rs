@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use cas_node::auth::{Scope, Tokens};
 use cas_node::config::{NodeConfig, Secret};
+use cas_node::local_cluster::{Layout, LocalCluster, LocalClusterSpec};
 use cas_node::server::RunningNode;
 use cas_node::store::{LocalS3, LocalS3Config};
 use cas_node::telemetry;
@@ -41,13 +42,31 @@ fn init_telemetry(
     })
 }
 
-/// `cas-node serve`.
-pub async fn serve(config: NodeConfig) -> anyhow::Result<()> {
+/// Resolves once standard input is closed (never, unless `watch`).
+async fn stdin_closed(watch: bool) {
+    if !watch {
+        return std::future::pending().await;
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        use std::io::Read as _;
+        let mut sink = [0u8; 256];
+        let mut stdin = std::io::stdin();
+        while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+        let _ = tx.send(());
+    });
+    let _ = rx.await;
+}
+
+/// `cas-node serve`: runs until interrupted, removed from the cluster, or (with
+/// `exit_with_stdin`) until standard input closes.
+pub async fn serve(config: NodeConfig, exit_with_stdin: bool) -> anyhow::Result<()> {
     let metrics = init_telemetry(&config)?;
     let node = RunningNode::start(&config, metrics).await?;
     let mut removed = node.removed();
     let was_removed = tokio::select! {
         r = interrupted() => { r?; false }
+        _ = stdin_closed(exit_with_stdin) => false,
         _ = removed.wait_for(|r| *r) => true,
     };
     tracing::info!("stopping");
@@ -73,6 +92,8 @@ pub struct DemoOptions {
     pub http_listen: std::net::SocketAddr,
     /// The gRPC API address.
     pub grpc_listen: std::net::SocketAddr,
+    /// Nodes per region; one node runs in this process, more run as child processes.
+    pub layout: Layout,
 }
 
 /// Reads the demo's token secret from `path`, creating a random one the first time.
@@ -104,9 +125,13 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `cas-node demo`.
+/// `cas-node demo`: one node in this process, or a whole local cluster.
 pub async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
+    if opts.layout.total() > 1 {
+        return demo_cluster(opts).await;
+    }
     let mut config = opts.config;
+    config.node.region = opts.layout.0[0].0;
     let metrics = init_telemetry(&config)?;
     let (_temp, data_dir) = match opts.data_dir {
         Some(dir) => (None, dir),
@@ -185,6 +210,105 @@ pub async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
     if let Some(s3) = s3 {
         s3.shutdown().await;
     }
+    if let Some(path) = &opts.state {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+/// `cas-node demo` with more than one node: an embedded S3 server and one child
+/// process per node, joined into one group, with the inter-region latency simulated.
+async fn demo_cluster(opts: DemoOptions) -> anyhow::Result<()> {
+    telemetry::init_logging(&opts.config.telemetry)?;
+    let (_temp, base_dir) = match opts.data_dir {
+        Some(dir) => {
+            if dir.join("node-1").exists() {
+                anyhow::bail!(
+                    "{} already holds a cluster; a multi-node demo starts from an empty \
+                     directory (or omit --data-dir for a temporary one)",
+                    dir.display()
+                );
+            }
+            (None, dir)
+        }
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("cas-demo-")
+                .tempdir()
+                .context("cannot create a temporary data directory")?;
+            let p = t.path().to_owned();
+            (Some(t), p)
+        }
+    };
+    let exe = std::env::current_exe().context("cannot find the cas-node executable")?;
+    eprintln!(
+        "cas-node demo: starting {} nodes ({}) under {}",
+        opts.layout.total(),
+        opts.layout,
+        base_dir.display()
+    );
+    let cluster = LocalCluster::start(LocalClusterSpec {
+        layout: opts.layout.clone(),
+        base_dir: base_dir.clone(),
+        exe,
+        simulate_region_latency: true,
+        log_filter: opts.config.telemetry.log_filter.clone(),
+    })
+    .await
+    .context("cannot start the local cluster")?;
+    let status = cluster.status().await.context("no cluster status")?;
+    let write = cluster.token(&[Scope::Write])?;
+    let admin = cluster.token(&[Scope::Admin])?;
+    let mut endpoints = serde_json::Map::new();
+    let mut grpc: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (region, urls) in cluster.endpoints() {
+        endpoints.insert(region.to_string(), serde_json::json!(urls));
+    }
+    for n in cluster.nodes().values() {
+        grpc.entry(n.region.to_string())
+            .or_default()
+            .push(n.grpc_url());
+    }
+    let nodes: Vec<serde_json::Value> = cluster
+        .nodes()
+        .values()
+        .map(|n| {
+            let member = status.members.iter().find(|m| m.id == n.id);
+            serde_json::json!({
+                "id": n.id,
+                "region": n.region.as_str(),
+                "http": n.http_url(),
+                "grpc": n.grpc_url(),
+                "role": match member {
+                    Some(m) if m.leader => "leader",
+                    Some(m) if m.voter => "voter",
+                    _ => "learner",
+                },
+                "pid": n.pid(),
+                "data_dir": n.data_dir,
+                "log": cluster.log_path(n.id),
+            })
+        })
+        .collect();
+    let state = serde_json::json!({
+        "endpoints": endpoints,
+        "grpc_endpoints": grpc,
+        "token": write,
+        "admin_token": admin,
+        "nodes": nodes,
+    });
+    let text = serde_json::to_string_pretty(&state)?;
+    if let Some(path) = &opts.state {
+        write_private(path, text.as_bytes())?;
+    }
+    println!("{text}");
+    for (region, urls) in cluster.endpoints() {
+        eprintln!("cas-node demo: {region}: {}", urls.join(" "));
+    }
+    eprintln!("cas-node demo: the cluster serves; Ctrl-C stops it");
+    interrupted().await?;
+    eprintln!("cas-node demo: stopping");
+    cluster.shutdown().await;
     if let Some(path) = &opts.state {
         let _ = std::fs::remove_file(path);
     }

@@ -78,6 +78,8 @@ fn spawn(data_dir: &Path, state_file: &Path, env: &[(String, String)]) -> Child 
     Command::new(env!("CARGO_BIN_EXE_cas-node"))
         .envs(env.iter().cloned())
         .arg("demo")
+        .arg("--layout")
+        .arg("us-east-1=1")
         .arg("--state")
         .arg(state_file)
         .arg("--data-dir")

@@ -1,0 +1,700 @@
+//! A whole cluster on one machine: an embedded S3 server and one `cas-node serve`
+//! process per node, in the regions of a [`Layout`], joined into one index group
+//! through the operator API exactly as an operator would. What `cas-node demo` runs
+//! and what the cluster tests drive (kill, restart, add and remove nodes).
+//!
+//! Every node listens on loopback ports chosen here, keeps its data under the base
+//! directory (`node-<id>/`), and exits when the process that started it goes away
+//! (its standard input closes).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use cas_proto::admin as pb;
+use cas_proto::admin::admin_client::AdminClient;
+use tonic::transport::Channel;
+
+use crate::auth::{Scope, Tokens};
+use crate::config::{Region, Secret};
+use crate::store::{LocalS3, LocalS3Config};
+
+/// How long a node may take to start serving.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Lifetime of the tokens a local cluster hands out.
+pub const TOKEN_TTL: Duration = Duration::from_secs(7 * 86_400);
+
+/// How many nodes run in each region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout(pub Vec<(Region, usize)>);
+
+impl Layout {
+    /// The default topology: 4 nodes in us-east-1, 4 in eu-west-3, 2 in ap-southeast-1.
+    pub fn default_regions() -> Self {
+        Layout(vec![
+            (Region::UsEast1, 4),
+            (Region::EuWest3, 4),
+            (Region::ApSoutheast1, 2),
+        ])
+    }
+
+    /// The number of nodes.
+    pub fn total(&self) -> usize {
+        self.0.iter().map(|(_, n)| n).sum()
+    }
+}
+
+impl fmt::Display for Layout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(|(r, n)| format!("{r}={n}")).collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
+impl FromStr for Layout {
+    type Err = String;
+
+    /// `us-east-1=4,eu-west-3=4,ap-southeast-1=2`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut out: Vec<(Region, usize)> = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (region, n) = part
+                .split_once('=')
+                .ok_or_else(|| format!("{part:?}: expected REGION=COUNT"))?;
+            let region: Region = region.trim().parse().map_err(|e| format!("{e}"))?;
+            let n: usize = n
+                .trim()
+                .parse()
+                .map_err(|_| format!("{part:?}: the count is not a number"))?;
+            if out.iter().any(|(r, _)| *r == region) {
+                return Err(format!("{region} is listed twice"));
+            }
+            if n > 0 {
+                out.push((region, n));
+            }
+        }
+        if out.is_empty() {
+            return Err("the layout has no node".into());
+        }
+        Ok(Layout(out))
+    }
+}
+
+/// What went wrong running a local cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalClusterError {
+    /// A file or process could not be created.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A node did not come up, or a membership change failed.
+    #[error("{0}")]
+    Node(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LocalClusterError {
+    let what = what.into();
+    move |source| LocalClusterError::Io { what, source }
+}
+
+/// One node of a local cluster.
+#[derive(Debug)]
+pub struct LocalNode {
+    /// Its node id.
+    pub id: u64,
+    /// Its region.
+    pub region: Region,
+    /// Its HTTP API.
+    pub http: SocketAddr,
+    /// Its gRPC API (client, peers, admin).
+    pub grpc: SocketAddr,
+    /// Its configuration file.
+    pub config: PathBuf,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl LocalNode {
+    /// `http://host:port` of its HTTP API.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    /// `grpc://host:port` of its gRPC API.
+    pub fn grpc_url(&self) -> String {
+        format!("grpc://{}", self.grpc)
+    }
+
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether its process runs.
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+}
+
+/// Settings of a local cluster.
+#[derive(Debug, Clone)]
+pub struct LocalClusterSpec {
+    /// Nodes per region.
+    pub layout: Layout,
+    /// Where everything is kept.
+    pub base_dir: PathBuf,
+    /// The `cas-node` executable to run.
+    pub exe: PathBuf,
+    /// Inject the inter-region round trips of `regions.md` into node-to-node calls.
+    pub simulate_region_latency: bool,
+    /// The nodes' log filter.
+    pub log_filter: String,
+}
+
+/// A running local cluster; its node processes are killed when it is dropped.
+pub struct LocalCluster {
+    spec: LocalClusterSpec,
+    s3: Option<LocalS3>,
+    secret_file: PathBuf,
+    tokens: Tokens,
+    nodes: BTreeMap<u64, LocalNode>,
+    next_id: u64,
+}
+
+/// A free loopback port (bound, then released for the node to take).
+fn free_addr() -> Result<SocketAddr, LocalClusterError> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(io("picking a free port"))?;
+    l.local_addr().map_err(io("picking a free port"))
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    rand::fill(&mut b[..]);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl LocalCluster {
+    /// Starts the S3 server and every node of `spec.layout`, and joins them into one
+    /// group: the first node forms it, the others are added through the operator API.
+    pub async fn start(spec: LocalClusterSpec) -> Result<Self, LocalClusterError> {
+        std::fs::create_dir_all(&spec.base_dir)
+            .map_err(io(format!("creating {}", spec.base_dir.display())))?;
+        let s3 = LocalS3::start(LocalS3Config::new(spec.base_dir.join("s3")))
+            .await
+            .map_err(|e| LocalClusterError::Node(format!("embedded S3 server: {e}")))?;
+        let secret_file = spec.base_dir.join("token-secret");
+        if !secret_file.exists() {
+            std::fs::write(&secret_file, random_hex(32))
+                .map_err(io(format!("writing {}", secret_file.display())))?;
+        }
+        let secret = std::fs::read_to_string(&secret_file)
+            .map_err(io(format!("reading {}", secret_file.display())))?;
+        let tokens = Tokens::new(&Secret::new(secret.trim()))
+            .map_err(|e| LocalClusterError::Node(format!("token secret: {e}")))?;
+        let mut cluster = LocalCluster {
+            spec: spec.clone(),
+            s3: Some(s3),
+            secret_file,
+            tokens,
+            nodes: BTreeMap::new(),
+            next_id: 1,
+        };
+        let mut first = true;
+        for (region, n) in spec.layout.0.clone() {
+            for _ in 0..n {
+                if first {
+                    let id = cluster.spawn(region, true)?;
+                    cluster.wait_serving(id).await?;
+                    first = false;
+                } else {
+                    cluster.add_node(region).await?;
+                }
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// A token with `scopes`, signed with the cluster's secret.
+    pub fn token(&self, scopes: &[Scope]) -> Result<String, LocalClusterError> {
+        self.tokens
+            .clone()
+            .with_max_ttl(TOKEN_TTL)
+            .issue("local-cluster", scopes.iter().copied(), TOKEN_TTL)
+            .map(|t| t.token)
+            .map_err(|e| LocalClusterError::Node(format!("issuing a token: {e}")))
+    }
+
+    /// The nodes, by id.
+    pub fn nodes(&self) -> &BTreeMap<u64, LocalNode> {
+        &self.nodes
+    }
+
+    /// One node.
+    pub fn node(&self, id: u64) -> Option<&LocalNode> {
+        self.nodes.get(&id)
+    }
+
+    /// The embedded S3 server's data directory.
+    pub fn s3_root(&self) -> Option<&Path> {
+        self.s3.as_ref().map(LocalS3::root)
+    }
+
+    /// The HTTP endpoints of the nodes, by region.
+    pub fn endpoints(&self) -> BTreeMap<Region, Vec<String>> {
+        let mut out: BTreeMap<Region, Vec<String>> = BTreeMap::new();
+        for n in self.nodes.values() {
+            out.entry(n.region).or_default().push(n.http_url());
+        }
+        out
+    }
+
+    /// Writes node `id`'s configuration and starts its process.
+    fn spawn(&mut self, region: Region, bootstrap: bool) -> Result<u64, LocalClusterError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let dir = self.spec.base_dir.join(format!("node-{id}"));
+        std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        let s3 = self
+            .s3
+            .as_ref()
+            .ok_or_else(|| LocalClusterError::Node("the S3 server stopped".into()))?;
+        let (http, grpc) = (free_addr()?, free_addr()?);
+        let config = dir.join("node.toml");
+        let data_dir = dir.join("data");
+        let text = format!(
+            r#"# Node {id} of a local cluster ({layout}).
+[node]
+id = {id}
+region = "{region}"
+data_dir = {data_dir:?}
+
+[http]
+listen = "{http}"
+
+[grpc]
+listen = "{grpc}"
+
+[s3]
+endpoint = "{endpoint}"
+region = "{s3_region}"
+bucket = "{bucket}"
+access_key_id = "{key}"
+secret_access_key = "{secret}"
+force_path_style = true
+
+[auth]
+token_secret_file = {secret_file:?}
+
+[cluster]
+bootstrap = {bootstrap}
+simulate_region_latency = {latency}
+
+[telemetry]
+log_filter = "{filter}"
+"#,
+            layout = self.spec.layout,
+            data_dir = data_dir.display().to_string(),
+            endpoint = s3.endpoint(),
+            s3_region = s3.region(),
+            bucket = s3.bucket(),
+            key = s3.access_key_id(),
+            secret = s3.secret_access_key(),
+            secret_file = self.secret_file.display().to_string(),
+            latency = self.spec.simulate_region_latency,
+            filter = self.spec.log_filter,
+        );
+        std::fs::write(&config, text).map_err(io(format!("writing {}", config.display())))?;
+        let mut node = LocalNode {
+            id,
+            region,
+            http,
+            grpc,
+            config,
+            data_dir,
+            child: None,
+        };
+        self.launch(&mut node)?;
+        self.nodes.insert(id, node);
+        Ok(id)
+    }
+
+    fn launch(&self, node: &mut LocalNode) -> Result<(), LocalClusterError> {
+        let log = node
+            .config
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("node.log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(io(format!("opening {}", log.display())))?;
+        let err_file = log_file
+            .try_clone()
+            .map_err(io(format!("opening {}", log.display())))?;
+        let child = Command::new(&self.spec.exe)
+            .arg("serve")
+            .arg("--config")
+            .arg(&node.config)
+            .arg("--exit-with-stdin")
+            .stdin(Stdio::piped())
+            .stdout(log_file)
+            .stderr(err_file)
+            .spawn()
+            .map_err(io(format!("starting {}", self.spec.exe.display())))?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    /// Waits until node `id` answers on its gRPC API (or fails if it exits or takes
+    /// too long).
+    pub async fn wait_serving(&mut self, id: u64) -> Result<(), LocalClusterError> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let addr = self.node_mut(id)?.grpc;
+        let auth = self.admin_header()?;
+        loop {
+            if !self.node_mut(id)?.is_running() {
+                return Err(LocalClusterError::Node(format!(
+                    "node {id} exited during start-up (see {})",
+                    self.log_path(id).display()
+                )));
+            }
+            if let Ok(mut c) = self.admin(addr).await
+                && c.status(with_auth(pb::StatusRequest {}, &auth)?)
+                    .await
+                    .is_ok()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(LocalClusterError::Node(format!(
+                    "node {id} did not serve within {START_TIMEOUT:?} (see {})",
+                    self.log_path(id).display()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Node `id`'s log file.
+    pub fn log_path(&self, id: u64) -> PathBuf {
+        self.spec
+            .base_dir
+            .join(format!("node-{id}"))
+            .join("node.log")
+    }
+
+    fn node_mut(&mut self, id: u64) -> Result<&mut LocalNode, LocalClusterError> {
+        self.nodes
+            .get_mut(&id)
+            .ok_or_else(|| LocalClusterError::Node(format!("no node {id}")))
+    }
+
+    async fn admin(&self, addr: SocketAddr) -> Result<AdminClient<Channel>, LocalClusterError> {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| LocalClusterError::Node(e.to_string()))?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(600))
+            .connect()
+            .await
+            .map_err(|e| LocalClusterError::Node(format!("admin API at {addr}: {e}")))?;
+        Ok(AdminClient::new(channel))
+    }
+
+    /// The `Authorization` value of an admin token.
+    fn admin_header(&self) -> Result<String, LocalClusterError> {
+        Ok(format!("Bearer {}", self.token(&[Scope::Admin])?))
+    }
+
+    fn admin_request<T>(&self, msg: T) -> Result<tonic::Request<T>, LocalClusterError> {
+        with_auth(msg, &self.admin_header()?)
+    }
+
+    /// The group's status as a running node sees it (the leader, when one is known).
+    pub async fn status(&self) -> Result<pb::ClusterStatus, LocalClusterError> {
+        let mut last = None;
+        for n in self.nodes.values() {
+            let Ok(mut c) = self.admin(n.grpc).await else {
+                continue;
+            };
+            match c.status(self.admin_request(pb::StatusRequest {})?).await {
+                Ok(s) => {
+                    let s = s.into_inner();
+                    if s.role == "Leader" {
+                        return Ok(s);
+                    }
+                    if let Some(leader) = self
+                        .nodes
+                        .values()
+                        .find(|m| Some(m.id) == s.leader_id && m.grpc.to_string() == s.leader_addr)
+                        && let Ok(mut lc) = self.admin(leader.grpc).await
+                        && let Ok(ls) = lc.status(self.admin_request(pb::StatusRequest {})?).await
+                    {
+                        return Ok(ls.into_inner());
+                    }
+                    last = Some(s);
+                }
+                Err(_) => continue,
+            }
+        }
+        last.ok_or_else(|| LocalClusterError::Node("no node answered".into()))
+    }
+
+    /// The current leader's id, waiting (bounded) for one.
+    pub async fn leader(&self, within: Duration) -> Result<u64, LocalClusterError> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(s) = self.status().await
+                && s.role == "Leader"
+            {
+                return Ok(s.node_id);
+            }
+            if Instant::now() > deadline {
+                return Err(LocalClusterError::Node(format!(
+                    "no leader within {within:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Runs a membership change on the leader, retrying (bounded) while the
+    /// leadership moves.
+    async fn on_leader<F, Fut>(&self, what: &str, call: F) -> Result<(), LocalClusterError>
+    where
+        F: Fn(AdminClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<(), tonic::Status>>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let leader = self.leader(Duration::from_secs(30)).await?;
+            let addr = self.node(leader).map(|n| n.grpc);
+            let outcome = match addr {
+                Some(addr) => match self.admin(addr).await {
+                    Ok(c) => call(c).await.map_err(|s| s.message().to_owned()),
+                    Err(e) => Err(e.to_string()),
+                },
+                None => Err(format!("the leader {leader} is not a local node")),
+            };
+            match outcome {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() > deadline => {
+                    return Err(LocalClusterError::Node(format!("{what}: {e}")));
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "{what}: trying again");
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            }
+        }
+    }
+
+    /// Starts a new node in `region` and adds it to the group (it catches up and
+    /// becomes a voter if the policy wants one). Returns its id.
+    pub async fn add_node(&mut self, region: Region) -> Result<u64, LocalClusterError> {
+        let id = self.spawn(region, false)?;
+        self.wait_serving(id).await?;
+        let grpc = self.node_mut(id)?.grpc;
+        let auth = self.admin_header()?;
+        self.on_leader("adding a node", |mut c| {
+            let req = with_auth(
+                pb::AddNodeRequest {
+                    id,
+                    addr: grpc.to_string(),
+                    region: region.to_string(),
+                },
+                &auth,
+            );
+            async move { c.add_node(req.map_err(local_status)?).await.map(|_| ()) }
+        })
+        .await?;
+        Ok(id)
+    }
+
+    /// Removes node `id` from the group (handing the leadership over first if it
+    /// leads) and waits for its process to stop.
+    pub async fn remove_node(&mut self, id: u64) -> Result<(), LocalClusterError> {
+        if self.leader(Duration::from_secs(30)).await? == id {
+            let to = self
+                .status()
+                .await?
+                .members
+                .iter()
+                .find(|m| m.voter && m.id != id)
+                .map(|m| m.id)
+                .ok_or_else(|| LocalClusterError::Node("no other voter to lead".into()))?;
+            let auth = self.admin_header()?;
+            self.on_leader("handing the leadership over", |mut c| {
+                let req = with_auth(pb::TransferLeaderRequest { to }, &auth);
+                async move {
+                    c.transfer_leader(req.map_err(local_status)?)
+                        .await
+                        .map(|_| ())
+                }
+            })
+            .await?;
+        }
+        let auth = self.admin_header()?;
+        self.on_leader("removing a node", |mut c| {
+            let req = with_auth(pb::RemoveNodeRequest { id }, &auth);
+            async move { c.remove_node(req.map_err(local_status)?).await.map(|_| ()) }
+        })
+        .await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.node_mut(id)?.is_running() {
+            if Instant::now() > deadline {
+                self.kill9(id)?;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if let Some(mut n) = self.nodes.remove(&id)
+            && let Some(mut c) = n.child.take()
+        {
+            let _ = c.wait();
+        }
+        Ok(())
+    }
+
+    /// Kills node `id` with SIGKILL (no shutdown at all).
+    pub fn kill9(&mut self, id: u64) -> Result<(), LocalClusterError> {
+        let n = self.node_mut(id)?;
+        if let Some(mut c) = n.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        Ok(())
+    }
+
+    /// Stops node `id` with SIGTERM and waits (bounded) for it to exit.
+    pub fn stop(&mut self, id: u64) -> Result<(), LocalClusterError> {
+        let n = self.node_mut(id)?;
+        if let Some(mut c) = n.child.take() {
+            terminate(&mut c, Duration::from_secs(30));
+        }
+        Ok(())
+    }
+
+    /// Starts node `id` again on its data (after [`LocalCluster::kill9`] or
+    /// [`LocalCluster::stop`]) and waits until it serves.
+    pub async fn restart(&mut self, id: u64) -> Result<(), LocalClusterError> {
+        let mut node = self
+            .nodes
+            .remove(&id)
+            .ok_or_else(|| LocalClusterError::Node(format!("no node {id}")))?;
+        if node.child.is_some() {
+            self.nodes.insert(id, node);
+            return Err(LocalClusterError::Node(format!("node {id} is running")));
+        }
+        let launched = self.launch(&mut node);
+        self.nodes.insert(id, node);
+        launched?;
+        self.wait_serving(id).await
+    }
+
+    /// Stops every node (SIGTERM, then SIGKILL after a grace period) and the S3 server.
+    pub async fn shutdown(mut self) {
+        for n in self.nodes.values_mut() {
+            if let Some(c) = n.child.as_mut() {
+                send_term(c);
+            }
+        }
+        for n in self.nodes.values_mut() {
+            if let Some(mut c) = n.child.take() {
+                terminate(&mut c, Duration::from_secs(20));
+            }
+        }
+        if let Some(s3) = self.s3.take() {
+            s3.shutdown().await;
+        }
+    }
+}
+
+/// `msg` carrying the `Authorization` value `auth`.
+fn with_auth<T>(msg: T, auth: &str) -> Result<tonic::Request<T>, LocalClusterError> {
+    let mut req = tonic::Request::new(msg);
+    let value = auth
+        .parse()
+        .map_err(|_| LocalClusterError::Node("bad admin token".into()))?;
+    req.metadata_mut().insert("authorization", value);
+    Ok(req)
+}
+
+/// A failed request construction as a status (for the retry loop).
+fn local_status(e: LocalClusterError) -> tonic::Status {
+    tonic::Status::internal(e.to_string())
+}
+
+/// Sends SIGTERM to a child.
+fn send_term(c: &Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(c.id().to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// SIGTERM, then SIGKILL once `grace` has passed.
+fn terminate(c: &mut Child, grace: Duration) {
+    send_term(c);
+    let deadline = Instant::now() + grace;
+    loop {
+        match c.try_wait() {
+            Ok(Some(_)) | Err(_) => return,
+            Ok(None) if Instant::now() > deadline => {
+                let _ = c.kill();
+                let _ = c.wait();
+                return;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for n in self.nodes.values_mut() {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_parse_and_print() {
+        let l: Layout = "us-east-1=4, eu-west-3=4,ap-southeast-1=2".parse().unwrap();
+        assert_eq!(l, Layout::default_regions());
+        assert_eq!(l.total(), 10);
+        assert_eq!(l.to_string(), "us-east-1=4,eu-west-3=4,ap-southeast-1=2");
+        for bad in [
+            "",
+            "us-east-1",
+            "us-east-1=x",
+            "mars=1",
+            "us-east-1=1,us-east-1=2",
+            "us-east-1=0",
+        ] {
+            assert!(bad.parse::<Layout>().is_err(), "{bad}");
+        }
+    }
+}
