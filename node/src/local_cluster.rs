@@ -20,8 +20,10 @@ use cas_proto::admin::admin_client::AdminClient;
 use tonic::transport::Channel;
 
 use crate::auth::{Scope, Tokens};
+
 use crate::config::{Region, Secret};
 use crate::store::{LocalS3, LocalS3Config};
+pub use cas_proto::admin::{ClusterStatus, Member};
 
 /// How long a node may take to start serving.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -606,7 +608,7 @@ log_filter = "{filter}"
     }
 
     /// Stops every node (SIGTERM, then SIGKILL after a grace period) and the S3 server.
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(&mut self) {
         for n in self.nodes.values_mut() {
             if let Some(c) = n.child.as_mut() {
                 send_term(c);

@@ -247,7 +247,7 @@ async fn demo_cluster(opts: DemoOptions) -> anyhow::Result<()> {
         opts.layout,
         base_dir.display()
     );
-    let cluster = LocalCluster::start(LocalClusterSpec {
+    let mut cluster = LocalCluster::start(LocalClusterSpec {
         layout: opts.layout.clone(),
         base_dir: base_dir.clone(),
         exe,

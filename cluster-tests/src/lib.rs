@@ -1,0 +1,257 @@
+//! The cluster-test harness: a [`LocalCluster`] of real `cas-node` processes in
+//! simulated regions with the embedded S3 server, a [`Workload`] of concurrent
+//! uploads through every region that runs while a scenario injects faults, and the
+//! [`check`]er that every acknowledged upload downloads byte-identical from every
+//! node.
+//!
+//! Every loop here is bounded: uploads stop when asked or after their time limit,
+//! waits have deadlines.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use cas_client::transfer::{DownloadOptions, Remote, UploadOptions, download_bytes, upload_files};
+use cas_client::xet::RetryPolicy;
+use cas_core::MerkleHash;
+use cas_node::auth::Scope;
+use cas_node::local_cluster::{ClusterStatus, Layout, LocalCluster, LocalClusterSpec};
+use rand::{Rng, SeedableRng};
+
+pub use cas_node::local_cluster;
+
+/// The `cas-node` executable `cargo test --workspace` built next to this test binary.
+pub fn node_exe() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/<test> → target/<profile>/cas-node
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("the test binary is in target/<profile>/deps");
+    let node = dir.join("cas-node");
+    assert!(
+        node.exists(),
+        "{} is missing: build it first (`cargo build -p cas-node`; `cargo test --workspace` does)",
+        node.display()
+    );
+    node
+}
+
+/// A cluster for one test, in its own temporary directory (kept when the test fails,
+/// so the node logs can be read).
+pub struct TestCluster {
+    /// The cluster.
+    pub cluster: LocalCluster,
+    /// A write-scoped token.
+    pub token: String,
+    dir: Option<tempfile::TempDir>,
+    keep_on_panic: bool,
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if self.keep_on_panic
+            && std::thread::panicking()
+            && let Some(d) = self.dir.take()
+        {
+            eprintln!(
+                "cluster directory (node logs) kept in {}",
+                d.keep().display()
+            );
+        }
+    }
+}
+
+impl TestCluster {
+    /// Starts `layout` with the inter-region latency simulated.
+    pub async fn start(layout: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("cas-cluster-test-")
+            .tempdir()
+            .expect("temp dir");
+        let layout: Layout = layout.parse().expect("layout");
+        let cluster = LocalCluster::start(LocalClusterSpec {
+            layout,
+            base_dir: dir.path().to_owned(),
+            exe: node_exe(),
+            simulate_region_latency: true,
+            log_filter: "warn,cas_node=info".into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("cluster start: {e} (logs in {})", dir.path().display()));
+        let token = cluster.token(&[Scope::Write]).expect("token");
+        TestCluster {
+            cluster,
+            token,
+            dir: Some(dir),
+            keep_on_panic: false,
+        }
+    }
+
+    /// Keeps the cluster directory (node logs) when the test panics, and says where.
+    pub fn keep_logs_on_panic(&mut self) {
+        self.keep_on_panic = true;
+    }
+
+    /// An HTTP client of node `id` (no retries: the workload sees failures as they are).
+    pub fn client(&self, id: u64) -> Remote {
+        let n = self.cluster.node(id).expect("node");
+        Remote::connect(&n.http_url(), Some(&self.token), RetryPolicy::none()).expect("client")
+    }
+
+    /// Stops every node and the S3 server.
+    pub async fn shutdown(mut self) {
+        self.cluster.shutdown().await;
+    }
+}
+
+/// An upload the cluster acknowledged.
+#[derive(Clone)]
+pub struct Acked {
+    /// The file hash.
+    pub hash: MerkleHash,
+    /// The bytes.
+    pub data: Arc<Vec<u8>>,
+    /// The node that took it.
+    pub via: u64,
+}
+
+/// What a workload did.
+#[derive(Default)]
+pub struct WorkloadReport {
+    /// Uploads the cluster acknowledged.
+    pub acked: Vec<Acked>,
+    /// Uploads that failed (node down, leader change): not acknowledged.
+    pub failed: usize,
+}
+
+/// Concurrent uploaders, each cycling through the given nodes, until stopped.
+pub struct Workload {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<WorkloadReport>>,
+}
+
+/// Longest a workload runs even if nobody stops it.
+pub const WORKLOAD_LIMIT: Duration = Duration::from_secs(300);
+
+impl Workload {
+    /// Starts `uploaders` tasks; uploader `u` writes files of 200 KB to 1.5 MB (some
+    /// sharing content with earlier ones, so dedup is exercised) through the nodes
+    /// `targets` in turn, each through its own HTTP client.
+    pub fn start(tc: &TestCluster, targets: &[u64], uploaders: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let clients: Vec<(u64, Remote)> = targets.iter().map(|id| (*id, tc.client(*id))).collect();
+        let clients = Arc::new(clients);
+        let tasks = (0..uploaders)
+            .map(|u| {
+                let stop = stop.clone();
+                let dir = dir.clone();
+                let clients = clients.clone();
+                tokio::spawn(async move {
+                    let mut report = WorkloadReport::default();
+                    let mut rng = rand::rngs::StdRng::seed_from_u64(1_000 + u as u64);
+                    let started = Instant::now();
+                    let mut shared = vec![0u8; 300_000];
+                    rng.fill(&mut shared[..]);
+                    let mut i = 0usize;
+                    while !stop.load(Ordering::SeqCst) && started.elapsed() < WORKLOAD_LIMIT {
+                        let len = rng.random_range(200_000..1_500_000);
+                        let mut data = vec![0u8; len];
+                        rng.fill(&mut data[..]);
+                        if i.is_multiple_of(3) {
+                            // Starts like earlier files: deduplicated chunks.
+                            let n = shared.len().min(len);
+                            data[..n].copy_from_slice(&shared[..n]);
+                        }
+                        let path = dir.path().join(format!("u{u}-{i}"));
+                        std::fs::write(&path, &data).expect("write");
+                        let (via, client) = &clients[(u + i) % clients.len()];
+                        i += 1;
+                        let attempt = tokio::time::timeout(
+                            Duration::from_secs(30),
+                            upload_files(
+                                client,
+                                std::slice::from_ref(&path),
+                                &UploadOptions::default(),
+                            ),
+                        )
+                        .await;
+                        let _ = std::fs::remove_file(&path);
+                        match attempt {
+                            Ok(Ok(r)) => report.acked.push(Acked {
+                                hash: r.files[0].file_hash,
+                                data: Arc::new(data),
+                                via: *via,
+                            }),
+                            _ => {
+                                report.failed += 1;
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                        }
+                    }
+                    report
+                })
+            })
+            .collect();
+        Workload { stop, tasks }
+    }
+
+    /// Stops the uploaders and returns what they did.
+    pub async fn finish(self) -> WorkloadReport {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut all = WorkloadReport::default();
+        for t in self.tasks {
+            let r = t.await.expect("uploader task");
+            all.acked.extend(r.acked);
+            all.failed += r.failed;
+        }
+        all
+    }
+}
+
+/// Checks that every acknowledged upload downloads byte-identical (whole-file hash
+/// verified) from every node in `readers`; panics naming the first that does not.
+pub async fn check(tc: &TestCluster, acked: &[Acked], readers: &[u64]) {
+    assert!(!acked.is_empty(), "the workload got nothing acknowledged");
+    for id in readers {
+        let n = tc.cluster.node(*id).expect("node");
+        let client = Remote::connect(&n.http_url(), Some(&tc.token), RetryPolicy::default())
+            .expect("client");
+        for a in acked {
+            let got = download_bytes(&client, &a.hash, None, &DownloadOptions::default())
+                .await
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "file {} (acknowledged by node {}) cannot be read from node {id} ({}): {e}",
+                        a.hash, a.via, n.region
+                    )
+                });
+            assert!(
+                got.0 == *a.data,
+                "file {} differs when read from node {id}",
+                a.hash
+            );
+        }
+    }
+}
+
+/// Waits (bounded) until `cond` holds on the cluster status.
+pub async fn wait_status(
+    tc: &TestCluster,
+    what: &str,
+    within: Duration,
+    cond: impl Fn(&ClusterStatus) -> bool,
+) -> ClusterStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(s) = tc.cluster.status().await
+            && cond(&s)
+        {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
