@@ -126,7 +126,7 @@ fn token_issue_refuses_bad_input() {
     let issue = ["token", "issue", "--subject", "a", "--scope"];
     // (extra arguments, environment, exit code, expected message)
     let cases: [(&[&str], Env, i32, &str); 4] = [
-        (&["admin"], env, 2, "\"admin\" is not a scope"),
+        (&["root"], env, 2, "\"root\" is not a scope"),
         (&["read", "--ttl", "24"], env, 2, "is not a duration"),
         (&["read", "--ttl", "400d"], env, 1, "exceeds the maximum"),
         (&["read"], &[], 1, "auth.token_secret: required"),

@@ -52,7 +52,7 @@ impl fmt::Display for Scope {
 
 /// A string that names no scope.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a scope (expected read or write)")]
+#[error("{0:?} is not a scope (expected read, write, admin or cluster)")]
 pub struct UnknownScope(pub String);
 
 impl FromStr for Scope {
