@@ -10,6 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cas-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# Incremental compilation only costs disk space for a one-shot build.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 ./scripts/setup.sh
 

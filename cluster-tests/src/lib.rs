@@ -77,6 +77,7 @@ impl TestCluster {
             exe: node_exe(),
             simulate_region_latency: true,
             log_filter: "warn,cas_node=info".into(),
+            fault_injection: true,
         })
         .await
         .unwrap_or_else(|e| panic!("cluster start: {e} (logs in {})", dir.path().display()));

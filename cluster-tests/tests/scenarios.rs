@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use cas_cluster_tests::{TestCluster, Workload, check, wait_status};
 use cas_node::config::Region;
+use cas_node::local_cluster::S3Fault;
 
 /// Lets the workload run for a while.
 async fn run_for(d: Duration) {
@@ -110,5 +111,82 @@ async fn nodes_added_and_removed_in_every_region_under_load() {
     );
     let readers: Vec<u64> = stay.iter().chain(&added).copied().collect();
     check(&tc, &report.acked, &readers).await;
+    tc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minority_region_partitioned_away_and_healed() {
+    let mut tc = TestCluster::start("us-east-1=2,eu-west-3=2,ap-southeast-1=1").await;
+    tc.keep_logs_on_panic();
+    let nodes = all_nodes(&tc);
+    let ap = *nodes.last().unwrap();
+    assert_eq!(tc.cluster.node(ap).unwrap().region, Region::ApSoutheast1);
+    // The leader stays out of the region that will be cut off.
+    if tc.cluster.leader(Duration::from_secs(10)).await.unwrap() == ap {
+        tc.cluster.stop(ap).unwrap();
+        tc.cluster.restart(ap).await.unwrap();
+    }
+
+    // Files committed through the minority region before the cut.
+    let before = Workload::start(&tc, &[ap], 1);
+    run_for(Duration::from_secs(2)).await;
+    let before = before.finish().await;
+    assert!(!before.acked.is_empty());
+
+    let majority: Vec<u64> = nodes.iter().copied().filter(|id| *id != ap).collect();
+    let load = Workload::start(&tc, &majority, 2);
+    tc.cluster.isolate(&[Region::ApSoutheast1]).unwrap();
+    run_for(Duration::from_secs(1)).await;
+
+    // The minority region still serves reads of what it had committed...
+    check(&tc, &before.acked, &[ap]).await;
+    // ...but takes no write: it cannot reach a quorum.
+    let cut_off = Workload::start(&tc, &[ap], 1);
+    run_for(Duration::from_secs(12)).await;
+    let cut_off = cut_off.finish().await;
+    assert!(
+        cut_off.acked.is_empty(),
+        "{} uploads were acknowledged by a region cut off from the quorum",
+        cut_off.acked.len()
+    );
+    assert!(cut_off.failed > 0);
+
+    tc.cluster.isolate(&[]).unwrap();
+    run_for(Duration::from_secs(3)).await;
+    let report = load.finish().await;
+    eprintln!(
+        "partition: {} acknowledged by the majority during the cut, {} failed; {} refused by the minority",
+        report.acked.len(),
+        report.failed,
+        cut_off.failed
+    );
+    let all: Vec<_> = before.acked.iter().chain(&report.acked).cloned().collect();
+    check(&tc, &all, &nodes).await;
+    tc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_errors_and_timeouts_for_a_while() {
+    let mut tc = TestCluster::start("us-east-1=2,eu-west-3=2,ap-southeast-1=1").await;
+    tc.keep_logs_on_panic();
+    let nodes = all_nodes(&tc);
+    let load = Workload::start(&tc, &nodes, 2);
+    run_for(Duration::from_secs(2)).await;
+    tc.cluster.set_s3_fault(S3Fault::Unavailable).unwrap();
+    run_for(Duration::from_secs(3)).await;
+    tc.cluster.set_s3_fault(S3Fault::None).unwrap();
+    run_for(Duration::from_secs(2)).await;
+    tc.cluster.set_s3_fault(S3Fault::Hang).unwrap();
+    run_for(Duration::from_secs(5)).await;
+    tc.cluster.set_s3_fault(S3Fault::None).unwrap();
+    run_for(Duration::from_secs(2)).await;
+    let report = load.finish().await;
+    eprintln!(
+        "S3 faults: {} uploads acknowledged, {} failed",
+        report.acked.len(),
+        report.failed
+    );
+    assert!(report.failed > 0, "the S3 faults were not felt");
+    check(&tc, &report.acked, &nodes).await;
     tc.shutdown().await;
 }

@@ -253,6 +253,7 @@ async fn demo_cluster(opts: DemoOptions) -> anyhow::Result<()> {
         exe,
         simulate_region_latency: true,
         log_filter: opts.config.telemetry.log_filter.clone(),
+        fault_injection: false,
     })
     .await
     .context("cannot start the local cluster")?;

@@ -117,6 +117,29 @@ fn serve(
     })
 }
 
+/// Applies the fault file to the node's peer calls every 100 ms until `stop`.
+fn watch_faults(
+    path: PathBuf,
+    index: Arc<Index>,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<std::io::Result<()>> {
+    tracing::warn!(file = %path.display(), "fault injection is on");
+    tokio::spawn(async move {
+        loop {
+            match crate::index::Partition::read_file(&path) {
+                Ok(isolated) => index.peers().partition().set(isolated),
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "unreadable fault file")
+                }
+            }
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return Ok(()),
+                _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+            }
+        }
+    })
+}
+
 /// The gRPC services of a node: the client API, the node-to-node API, the operator API.
 struct GrpcServices {
     cas: GrpcApi,
@@ -191,6 +214,7 @@ impl RunningNode {
         };
         let peers = Peers::new(
             Some(NodeCredential::new(tokens.clone(), config.node.id)),
+            config.node.region.as_str(),
             delays,
         );
         let index = Arc::new(
@@ -213,6 +237,9 @@ impl RunningNode {
 
         let (stop, stop_rx) = watch::channel(false);
         let mut servers = Vec::new();
+        if let Some(path) = &config.cluster.fault_file {
+            servers.push(watch_faults(path.clone(), index.clone(), stop_rx.clone()));
+        }
         let app = router(HttpState {
             service: service.clone(),
             tokens: tokens.clone(),

@@ -390,6 +390,10 @@ pub struct ClusterConfig {
     /// Delay every node-to-node call by the typical round trip between the two
     /// nodes' regions (`regions.md`), to run a three-region cluster on one machine.
     pub simulate_region_latency: bool,
+    /// For tests and drills only: a JSON file, read every 100 ms, naming regions to
+    /// cut off from the others (`{"isolated": ["ap-southeast-1"]}`); node-to-node
+    /// calls across the cut fail as unreachable. Unset: no fault injection.
+    pub fault_file: Option<PathBuf>,
 }
 
 impl Default for ClusterConfig {
@@ -397,6 +401,7 @@ impl Default for ClusterConfig {
         Self {
             bootstrap: true,
             simulate_region_latency: false,
+            fault_file: None,
         }
     }
 }

@@ -40,7 +40,7 @@ mod tests;
 
 pub use error::IndexError;
 pub use membership::{MemberStatus, desired_voters};
-pub use network::{LinkDelays, PeerError, Peers};
+pub use network::{LinkDelays, Partition, PeerError, Peers};
 pub use types::{IndexCommand, IndexRaft, NodeInfo, SnapshotFile, TypeConfig, node_info};
 
 use std::collections::BTreeMap;
@@ -105,7 +105,7 @@ impl IndexOptions {
     pub fn single_node() -> Self {
         IndexOptions {
             bootstrap: true,
-            peers: Peers::new(None, LinkDelays::none()),
+            peers: Peers::new(None, "", LinkDelays::none()),
         }
     }
 }

@@ -66,6 +66,51 @@ impl LinkDelays {
     }
 }
 
+/// A simulated network partition: regions cut off from every other region (calls
+/// within a region still pass). Nodes read it from `cluster.fault_file` (tests and
+/// drills only); the cut applies to every node-to-node call, in both directions,
+/// because every node reads the same file.
+#[derive(Debug, Default)]
+pub struct Partition {
+    isolated: std::sync::RwLock<std::collections::BTreeSet<String>>,
+}
+
+impl Partition {
+    /// Whether a call between a node in region `a` and one in region `b` is cut.
+    pub fn blocks(&self, a: &str, b: &str) -> bool {
+        let isolated = self.isolated.read().unwrap_or_else(|e| e.into_inner());
+        a != b && (isolated.contains(a) || isolated.contains(b))
+    }
+
+    /// Cuts off `regions` (and heals every other region).
+    pub fn set(&self, regions: impl IntoIterator<Item = String>) {
+        let new: std::collections::BTreeSet<String> = regions.into_iter().collect();
+        let mut isolated = self.isolated.write().unwrap_or_else(|e| e.into_inner());
+        if *isolated != new {
+            tracing::warn!(isolated = ?new, "simulated partition changed");
+            *isolated = new;
+        }
+    }
+
+    /// Reads a fault file: `{"isolated": ["ap-southeast-1", ...]}`; a missing file
+    /// means no partition.
+    pub fn read_file(path: &std::path::Path) -> std::io::Result<Vec<String>> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        #[derive(serde::Deserialize)]
+        struct FaultFile {
+            #[serde(default)]
+            isolated: Vec<String>,
+        }
+        let f: FaultFile = serde_json::from_str(&text)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        Ok(f.isolated)
+    }
+}
+
 /// Why a call to a peer failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PeerError {
@@ -185,16 +230,26 @@ pub struct Peers {
     channels: Mutex<HashMap<u64, (String, PeerClient<Channel>)>>,
     credential: Option<NodeCredential>,
     delays: LinkDelays,
+    region: String,
+    partition: Partition,
 }
 
 impl Peers {
-    /// Peers called with `credential` (none: unauthenticated, for tests) and `delays`.
-    pub fn new(credential: Option<NodeCredential>, delays: LinkDelays) -> Arc<Self> {
+    /// The peers of a node in `region`, called with `credential` (none:
+    /// unauthenticated, for tests) and `delays`.
+    pub fn new(credential: Option<NodeCredential>, region: &str, delays: LinkDelays) -> Arc<Self> {
         Arc::new(Peers {
             channels: Mutex::new(HashMap::new()),
             credential,
             delays,
+            region: region.to_owned(),
+            partition: Partition::default(),
         })
+    }
+
+    /// The simulated partition calls obey.
+    pub fn partition(&self) -> &Partition {
+        &self.partition
     }
 
     /// The client of member `id` at `node`, on its cached channel (a new one when the
@@ -262,6 +317,16 @@ impl Peers {
         F: FnOnce(PeerClient<Channel>, tonic::Request<M>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
+        if self.partition.blocks(&self.region, &node.region) {
+            return Err(PeerError::Unreachable {
+                node: id,
+                addr: node.addr.clone(),
+                message: format!(
+                    "simulated partition between {} and {}",
+                    self.region, node.region
+                ),
+            });
+        }
         let client = self.client(id, node)?;
         let req = self.request(id, msg)?;
         let one_way = self.delays.one_way(&node.region);
@@ -565,5 +630,26 @@ mod tests {
         assert_eq!(LinkDelays::none().one_way("eu-west-3"), Duration::ZERO);
         let eu = LinkDelays::simulated(Region::EuWest3);
         assert_eq!(eu.one_way("ap-southeast-1"), Duration::from_millis(75));
+    }
+
+    #[test]
+    fn partitions_cut_calls_across_isolated_regions_only() {
+        let p = Partition::default();
+        assert!(!p.blocks("us-east-1", "ap-southeast-1"));
+        p.set(["ap-southeast-1".to_owned()]);
+        assert!(p.blocks("us-east-1", "ap-southeast-1"));
+        assert!(p.blocks("ap-southeast-1", "eu-west-3"));
+        assert!(!p.blocks("us-east-1", "eu-west-3"));
+        assert!(!p.blocks("ap-southeast-1", "ap-southeast-1"));
+        p.set([]);
+        assert!(!p.blocks("us-east-1", "ap-southeast-1"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("faults.json");
+        assert!(Partition::read_file(&f).unwrap().is_empty());
+        std::fs::write(&f, r#"{"isolated": ["eu-west-3"]}"#).unwrap();
+        assert_eq!(Partition::read_file(&f).unwrap(), ["eu-west-3"]);
+        std::fs::write(&f, "{").unwrap();
+        assert!(Partition::read_file(&f).is_err());
     }
 }

@@ -23,7 +23,10 @@ use crate::auth::{Scope, Tokens};
 
 use crate::config::{Region, Secret};
 use crate::store::{LocalS3, LocalS3Config};
+mod s3_proxy;
+
 pub use cas_proto::admin::{ClusterStatus, Member};
+pub use s3_proxy::{S3Fault, S3Proxy};
 
 /// How long a node may take to start serving.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -164,12 +167,17 @@ pub struct LocalClusterSpec {
     pub simulate_region_latency: bool,
     /// The nodes' log filter.
     pub log_filter: String,
+    /// Put the fault controls in place: a fault file every node reads (simulated
+    /// partitions, [`LocalCluster::isolate`]) and a proxy in front of S3
+    /// ([`LocalCluster::set_s3_fault`]). For tests and drills.
+    pub fault_injection: bool,
 }
 
 /// A running local cluster; its node processes are killed when it is dropped.
 pub struct LocalCluster {
     spec: LocalClusterSpec,
     s3: Option<LocalS3>,
+    proxy: Option<S3Proxy>,
     secret_file: PathBuf,
     tokens: Tokens,
     nodes: BTreeMap<u64, LocalNode>,
@@ -197,6 +205,15 @@ impl LocalCluster {
         let s3 = LocalS3::start(LocalS3Config::new(spec.base_dir.join("s3")))
             .await
             .map_err(|e| LocalClusterError::Node(format!("embedded S3 server: {e}")))?;
+        let proxy = if spec.fault_injection {
+            Some(
+                S3Proxy::start(s3.addr())
+                    .await
+                    .map_err(io("starting the S3 fault proxy"))?,
+            )
+        } else {
+            None
+        };
         let secret_file = spec.base_dir.join("token-secret");
         if !secret_file.exists() {
             std::fs::write(&secret_file, random_hex(32))
@@ -209,6 +226,7 @@ impl LocalCluster {
         let mut cluster = LocalCluster {
             spec: spec.clone(),
             s3: Some(s3),
+            proxy,
             secret_file,
             tokens,
             nodes: BTreeMap::new(),
@@ -296,6 +314,7 @@ bucket = "{bucket}"
 access_key_id = "{key}"
 secret_access_key = "{secret}"
 force_path_style = true
+request_timeout = "{s3_timeout}"
 
 [auth]
 token_secret_file = {secret_file:?}
@@ -303,19 +322,35 @@ token_secret_file = {secret_file:?}
 [cluster]
 bootstrap = {bootstrap}
 simulate_region_latency = {latency}
-
+{fault_file}
 [telemetry]
 log_filter = "{filter}"
 "#,
             layout = self.spec.layout,
             data_dir = data_dir.display().to_string(),
-            endpoint = s3.endpoint(),
+            endpoint = self
+                .proxy
+                .as_ref()
+                .map_or_else(|| s3.endpoint().to_owned(), S3Proxy::endpoint),
             s3_region = s3.region(),
             bucket = s3.bucket(),
             key = s3.access_key_id(),
             secret = s3.secret_access_key(),
             secret_file = self.secret_file.display().to_string(),
             latency = self.spec.simulate_region_latency,
+            s3_timeout = if self.spec.fault_injection {
+                "3s"
+            } else {
+                "30s"
+            },
+            fault_file = if self.spec.fault_injection {
+                format!(
+                    "fault_file = {:?}\n",
+                    self.fault_file().display().to_string()
+                )
+            } else {
+                String::new()
+            },
             filter = self.spec.log_filter,
         );
         std::fs::write(&config, text).map_err(io(format!("writing {}", config.display())))?;
@@ -388,6 +423,47 @@ log_filter = "{filter}"
                 )));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The fault file every node reads (with `fault_injection`).
+    pub fn fault_file(&self) -> PathBuf {
+        self.spec.base_dir.join("faults.json")
+    }
+
+    /// Cuts `regions` off from the others (node-to-node calls across the cut fail);
+    /// an empty list heals every cut. Nodes apply it within 100 ms.
+    pub fn isolate(&self, regions: &[Region]) -> Result<(), LocalClusterError> {
+        if !self.spec.fault_injection {
+            return Err(LocalClusterError::Node(
+                "fault injection is off for this cluster".into(),
+            ));
+        }
+        let names: Vec<&str> = regions.iter().map(|r| r.as_str()).collect();
+        let text = format!(
+            "{{\"isolated\": [{}]}}",
+            names
+                .iter()
+                .map(|n| format!("{n:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let path = self.fault_file();
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text).map_err(io(format!("writing {}", tmp.display())))?;
+        std::fs::rename(&tmp, &path).map_err(io(format!("writing {}", path.display())))
+    }
+
+    /// Makes S3 fail (or heals it) for every node, through the proxy.
+    pub fn set_s3_fault(&self, fault: S3Fault) -> Result<(), LocalClusterError> {
+        match &self.proxy {
+            Some(p) => {
+                p.set(fault);
+                Ok(())
+            }
+            None => Err(LocalClusterError::Node(
+                "fault injection is off for this cluster".into(),
+            )),
         }
     }
 
@@ -619,6 +695,7 @@ log_filter = "{filter}"
                 terminate(&mut c, Duration::from_secs(20));
             }
         }
+        self.proxy = None;
         if let Some(s3) = self.s3.take() {
             s3.shutdown().await;
         }
