@@ -445,6 +445,27 @@ impl PeerConnection {
             message: e.to_string(),
         }
     }
+
+    /// One unary Raft RPC: `msg` sent through `call` within `option`'s deadline, the
+    /// answer decoded by `decode`.
+    async fn unary<M, R, T, F, Fut>(
+        &self,
+        msg: M,
+        option: &RPCOption,
+        call: F,
+        decode: impl FnOnce(R) -> std::io::Result<T>,
+    ) -> Result<T, RPCError<TypeConfig>>
+    where
+        F: FnOnce(PeerClient<Channel>, tonic::Request<M>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        let resp = self
+            .peers
+            .call(self.target, &self.node, msg, option.hard_ttl(), call)
+            .await
+            .map_err(PeerError::into_rpc)?;
+        decode(resp).map_err(|e| self.malformed(e).into_rpc())
+    }
 }
 
 impl RaftNetworkV2<TypeConfig> for PeerConnection {
@@ -455,19 +476,13 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let msg = wire::append_request_to_pb(&rpc);
-        let resp = self
-            .peers
-            .call(
-                self.target,
-                &self.node,
-                msg,
-                option.hard_ttl(),
-                |mut c, r| async move { c.append_entries(r).await },
-            )
-            .await
-            .map_err(PeerError::into_rpc)?;
-        wire::append_response_from_pb(resp).map_err(|e| self.malformed(e).into_rpc())
+        self.unary(
+            wire::append_request_to_pb(&rpc),
+            &option,
+            |mut c, r| async move { c.append_entries(r).await },
+            wire::append_response_from_pb,
+        )
+        .await
     }
 
     async fn vote(
@@ -475,19 +490,13 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let msg = wire::vote_request_to_pb(&rpc);
-        let resp = self
-            .peers
-            .call(
-                self.target,
-                &self.node,
-                msg,
-                option.hard_ttl(),
-                |mut c, r| async move { c.vote(r).await },
-            )
-            .await
-            .map_err(PeerError::into_rpc)?;
-        wire::vote_response_from_pb(resp).map_err(|e| self.malformed(e).into_rpc())
+        self.unary(
+            wire::vote_request_to_pb(&rpc),
+            &option,
+            |mut c, r| async move { c.vote(r).await },
+            wire::vote_response_from_pb,
+        )
+        .await
     }
 
     async fn pre_vote(
@@ -495,19 +504,13 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let msg = wire::vote_request_to_pb(&rpc);
-        let resp = self
-            .peers
-            .call(
-                self.target,
-                &self.node,
-                msg,
-                option.hard_ttl(),
-                |mut c, r| async move { c.pre_vote(r).await },
-            )
-            .await
-            .map_err(PeerError::into_rpc)?;
-        wire::vote_response_from_pb(resp).map_err(|e| self.malformed(e).into_rpc())
+        self.unary(
+            wire::vote_request_to_pb(&rpc),
+            &option,
+            |mut c, r| async move { c.pre_vote(r).await },
+            wire::vote_response_from_pb,
+        )
+        .await
     }
 
     async fn full_snapshot(

@@ -7,12 +7,9 @@ use cas_proto::admin as pb;
 use cas_proto::admin::admin_server::{Admin, AdminServer};
 use tonic::{Request, Response, Status};
 
-use super::ERROR_CODE_METADATA;
+use super::{authorize, index_status};
 use crate::auth::{Scope, Tokens};
 use crate::index::{Index, IndexError, NodeInfo};
-
-/// Metadata key carrying the leader's gRPC address when a change reached a follower.
-pub const LEADER_METADATA: &str = "x-cas-leader";
 
 /// The `Admin` front end of one node.
 #[derive(Clone)]
@@ -33,20 +30,7 @@ impl AdminApi {
     }
 
     fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        let value = req
-            .metadata()
-            .get("authorization")
-            .map(|v| v.to_str().unwrap_or("\u{0}"));
-        self.tokens
-            .authorize(value, Scope::Admin)
-            .map(|_| ())
-            .map_err(|e| {
-                let mut s = Status::new(tonic::Code::from_i32(e.grpc_code()), e.to_string());
-                if let Ok(v) = e.code().parse() {
-                    s.metadata_mut().insert(ERROR_CODE_METADATA, v);
-                }
-                s
-            })
+        authorize(&self.tokens, req, Scope::Admin).map(|_| ())
     }
 
     fn status(&self) -> pb::ClusterStatus {
@@ -80,23 +64,6 @@ impl AdminApi {
             members,
         }
     }
-}
-
-/// An index error as a status; a `NotLeader` carries the leader's address.
-fn index_status(e: IndexError) -> Status {
-    let mut s = Status::new(e.grpc_code(), e.to_string());
-    if let Ok(v) = e.code().parse() {
-        s.metadata_mut().insert(ERROR_CODE_METADATA, v);
-    }
-    if let IndexError::NotLeader {
-        leader_addr: Some(addr),
-        ..
-    } = &e
-        && let Ok(v) = addr.parse()
-    {
-        s.metadata_mut().insert(LEADER_METADATA, v);
-    }
-    s
 }
 
 #[tonic::async_trait]

@@ -24,7 +24,8 @@ use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use crate::auth::{Scope, Tokens};
+use crate::auth::{Claims, Scope, Tokens};
+use crate::index::IndexError;
 use crate::service::{ByteRange, Caller, CasService, ServiceError};
 use crate::telemetry::metrics::record_request;
 
@@ -52,14 +53,7 @@ impl GrpcApi {
     }
 
     fn authorize<T>(&self, req: &Request<T>, scope: Scope) -> Result<Caller, Status> {
-        let value = req
-            .metadata()
-            .get("authorization")
-            .map(|v| v.to_str().unwrap_or("\u{0}"));
-        let claims = self
-            .tokens
-            .authorize(value, scope)
-            .map_err(|e| status(ServiceError::from(e)))?;
+        let claims = authorize(&self.tokens, req, scope)?;
         Ok(Caller {
             subject: claims.sub,
         })
@@ -69,17 +63,52 @@ impl GrpcApi {
 /// Largest message either side sends (uploads stream in parts of at most this).
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
+/// Metadata key carrying the leader's gRPC address when a request needs the leader.
+pub const LEADER_METADATA: &str = "x-cas-leader";
+
+/// A status with `code` and `message`, and the stable error code in the metadata:
+/// how every gRPC front end of the node reports an error.
+pub fn coded(code: tonic::Code, stable: &str, message: impl Into<String>) -> Status {
+    let mut s = Status::new(code, message.into());
+    if let Ok(v) = stable.parse() {
+        s.metadata_mut().insert(ERROR_CODE_METADATA, v);
+    }
+    s
+}
+
 /// A service error as a gRPC status.
 pub fn status(e: ServiceError) -> Status {
     let code = tonic::Code::from_i32(e.grpc_code());
     if code == tonic::Code::Internal || code == tonic::Code::Unavailable {
         tracing::error!(code = e.code(), error = %e, "gRPC request failed");
     }
-    let mut s = Status::new(code, e.to_string());
-    if let Ok(v) = e.code().parse() {
-        s.metadata_mut().insert(ERROR_CODE_METADATA, v);
+    coded(code, e.code(), e.to_string())
+}
+
+/// An index error as a gRPC status; a `NotLeader` carries the leader's address.
+pub fn index_status(e: IndexError) -> Status {
+    let mut s = coded(e.grpc_code(), e.code(), e.to_string());
+    if let IndexError::NotLeader {
+        leader_addr: Some(addr),
+        ..
+    } = &e
+        && let Ok(v) = addr.parse()
+    {
+        s.metadata_mut().insert(LEADER_METADATA, v);
     }
     s
+}
+
+/// Checks a request's `authorization: Bearer` metadata for `scope` (every gRPC
+/// front end admits callers through here).
+pub fn authorize<T>(tokens: &Tokens, req: &Request<T>, scope: Scope) -> Result<Claims, Status> {
+    let value = req
+        .metadata()
+        .get("authorization")
+        .map(|v| v.to_str().unwrap_or("\u{0}"));
+    tokens
+        .authorize(value, scope)
+        .map_err(|e| status(ServiceError::from(e)))
 }
 
 fn hash(bytes: &[u8]) -> Result<MerkleHash, Status> {

@@ -12,7 +12,7 @@ use futures::StreamExt;
 use openraft::raft::TransferLeaderError;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::ERROR_CODE_METADATA;
+use super::{authorize, coded, index_status};
 use crate::auth::{Scope, Tokens};
 use crate::index::codec::{log_id_to_pb, snapshot_meta_from_pb, vote_to_pb};
 use crate::index::network::MAX_PEER_MESSAGE_BYTES;
@@ -39,34 +39,8 @@ impl PeerApi {
     }
 
     fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        let value = req
-            .metadata()
-            .get("authorization")
-            .map(|v| v.to_str().unwrap_or("\u{0}"));
-        self.tokens
-            .authorize(value, Scope::Cluster)
-            .map(|_| ())
-            .map_err(|e| {
-                coded(
-                    tonic::Code::from_i32(e.grpc_code()),
-                    e.code(),
-                    e.to_string(),
-                )
-            })
+        authorize(&self.tokens, req, Scope::Cluster).map(|_| ())
     }
-}
-
-/// A status carrying a stable code in the metadata.
-fn coded(code: tonic::Code, stable: &str, message: String) -> Status {
-    let mut s = Status::new(code, message);
-    if let Ok(v) = stable.parse() {
-        s.metadata_mut().insert(ERROR_CODE_METADATA, v);
-    }
-    s
-}
-
-fn index_status(e: IndexError) -> Status {
-    coded(e.grpc_code(), e.code(), e.to_string())
 }
 
 fn malformed(e: std::io::Error) -> Status {
