@@ -1,166 +1,240 @@
-//! The clients whose transfers are timed: our `cas` binary, the real Xet client
-//! `hf_xet` (through `node/tests/python/hf_xet_driver.py`), and plain whole-object
-//! S3 PUT/GET through aws-sdk-s3 (multipart for large objects, as a Git-LFS server
-//! stores files).
+//! The clients under test, each driven as a subprocess and timed whole:
+//! `cas` over the Xet HTTP API, `cas` over the node's gRPC API, and the real
+//! Xet client `hf_xet` through `node/tests/python/hf_xet_driver.py`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use bytes::Bytes;
-use cas_node::store::{S3Settings, S3Store};
+use anyhow::{Context as _, Result, anyhow, bail};
 
-use crate::systems::Garage;
+use crate::systems::Endpoints;
 
-/// Runs a command, failing with its stderr; returns its stdout and how long it took.
-fn timed(cmd: &mut Command) -> anyhow::Result<(String, Duration)> {
-    let started = Instant::now();
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    let took = started.elapsed();
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+/// A client program. Adding a client is adding a variant here, its name and
+/// how it uploads and downloads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Client {
+    /// `cas` over the Xet HTTP API (`http://` endpoint).
+    CasHttp,
+    /// `cas` over the node's gRPC API (`grpc://` endpoint).
+    CasGrpc,
+    /// hf_xet 1.8.0, the Hugging Face client, over the Xet HTTP API.
+    HfXet,
+}
+
+impl Client {
+    /// Every client, in table order.
+    pub const ALL: [Client; 3] = [Client::CasHttp, Client::CasGrpc, Client::HfXet];
+
+    /// The client's name in tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Client::CasHttp => "cas (HTTP)",
+            Client::CasGrpc => "cas (gRPC)",
+            Client::HfXet => "hf_xet",
+        }
     }
-    Ok((String::from_utf8(out.stdout)?, took))
+
+    /// The endpoint of a server this client talks to; `None` when the server
+    /// does not speak its protocol (the reference server has no gRPC API).
+    pub fn endpoint(self, endpoints: &Endpoints) -> Option<&str> {
+        match self {
+            Client::CasHttp | Client::HfXet => Some(&endpoints.http),
+            Client::CasGrpc => endpoints.grpc.as_deref(),
+        }
+    }
 }
 
-/// Our client.
-pub struct Cas {
-    /// The `cas` executable.
-    pub exe: PathBuf,
+/// One timed upload.
+#[derive(Clone, Debug)]
+pub struct Uploaded {
+    /// The file's Xet hash, as the client printed it.
+    pub hash: String,
+    /// Wall time of the whole client process.
+    pub elapsed: Duration,
+    /// Bytes the client says it sent (`cas` reports it; hf_xet does not).
+    pub bytes_sent: Option<u64>,
 }
 
-impl Cas {
-    /// Uploads `file`; returns its hash and the time taken.
-    pub fn upload(
+/// The programs the bench runs, and how long each run may take.
+#[derive(Clone, Debug)]
+pub struct Tools {
+    /// The `cas` binary.
+    pub cas: PathBuf,
+    /// The `cas-node` binary.
+    pub cas_node: PathBuf,
+    /// The Python interpreter with hf_xet installed.
+    pub python: PathBuf,
+    /// `hf_xet_driver.py`.
+    pub hf_xet_driver: PathBuf,
+    /// Longest run of one client process.
+    pub timeout: Duration,
+}
+
+impl Tools {
+    /// Whether `cas` accepts `grpc://` endpoints (its `upload --help` says so).
+    pub async fn cas_speaks_grpc(&self) -> Result<bool> {
+        let mut cmd = tokio::process::Command::new(&self.cas);
+        cmd.args(["upload", "--help"]);
+        let out = self.run(cmd, "cas upload --help").await?;
+        Ok(String::from_utf8_lossy(&out.stdout).contains("grpc://"))
+    }
+
+    /// Checks that hf_xet imports in the configured Python.
+    pub async fn check_hf_xet(&self) -> Result<()> {
+        let mut cmd = tokio::process::Command::new(&self.python);
+        cmd.args(["-c", "import hf_xet"]);
+        self.run(cmd, "python3 -c 'import hf_xet'")
+            .await
+            .map(drop)
+            .context(
+                "hf_xet is not importable; install it with: pip install -r requirements-test.txt",
+            )
+    }
+
+    /// Uploads `path` with `client` to the server at `endpoints`.
+    pub async fn upload(
         &self,
-        endpoint: &str,
-        token: &str,
-        file: &Path,
-    ) -> anyhow::Result<(String, Duration)> {
-        let (out, took) = timed(
-            Command::new(&self.exe)
-                .args(["upload", "--endpoint", endpoint, "--token", token])
-                .arg(file),
-        )?;
-        let hash = out
-            .split_whitespace()
-            .next()
-            .context("cas upload printed no hash")?
-            .to_owned();
-        Ok((hash, took))
-    }
-
-    /// Downloads `hash` to `out`; returns the time taken.
-    pub fn download(
-        &self,
-        endpoint: &str,
-        token: &str,
-        hash: &str,
-        out: &Path,
-    ) -> anyhow::Result<Duration> {
-        let (_, took) = timed(
-            Command::new(&self.exe)
-                .args([
-                    "download",
-                    "--endpoint",
-                    endpoint,
-                    "--token",
-                    token,
-                    hash,
-                    "-o",
-                ])
-                .arg(out),
-        )?;
-        Ok(took)
-    }
-}
-
-/// The real Xet client.
-pub struct HfXet {
-    /// The driver script.
-    pub driver: PathBuf,
-}
-
-impl HfXet {
-    /// Uploads `file`; returns its hash and the time taken.
-    pub fn upload(
-        &self,
-        endpoint: &str,
-        token: &str,
-        file: &Path,
-    ) -> anyhow::Result<(String, Duration)> {
-        let (out, took) = timed(
-            Command::new("python3")
-                .arg(&self.driver)
-                .args(["upload", endpoint, token])
-                .arg(file),
-        )?;
-        let v: serde_json::Value =
-            serde_json::from_str(out.lines().next().context("no driver output")?)?;
-        let hash = v["hash"].as_str().context("no hash")?.to_owned();
-        Ok((hash, took))
-    }
-
-    /// Downloads `hash` (`size` bytes) to `out`; returns the time taken.
-    pub fn download(
-        &self,
-        endpoint: &str,
-        token: &str,
-        hash: &str,
-        size: u64,
-        out: &Path,
-    ) -> anyhow::Result<Duration> {
-        let (_, took) = timed(
-            Command::new("python3")
-                .arg(&self.driver)
-                .args(["download", endpoint, token, hash, &size.to_string()])
-                .arg(out),
-        )?;
-        Ok(took)
-    }
-}
-
-/// Plain whole-object S3 transfers (the Git-LFS-style baseline).
-pub struct PlainS3 {
-    store: S3Store,
-}
-
-impl PlainS3 {
-    /// Objects go under `prefix` in Garage's bucket.
-    pub fn new(garage: &Garage, prefix: &str) -> anyhow::Result<Self> {
-        let settings = S3Settings {
-            endpoint: Some(garage.endpoint.clone()),
-            region: garage.region.clone(),
-            bucket: garage.bucket.clone(),
-            access_key_id: garage.key.clone(),
-            secret_access_key: garage.secret.clone(),
-            key_prefix: prefix.to_owned(),
-            force_path_style: true,
-            ..S3Settings::default()
+        client: Client,
+        endpoints: &Endpoints,
+        path: &Path,
+    ) -> Result<Uploaded> {
+        let endpoint = client
+            .endpoint(endpoints)
+            .with_context(|| format!("{} cannot talk to this server", client.name()))?;
+        let cmd = match client {
+            Client::CasHttp | Client::CasGrpc => {
+                let mut cmd = self.cas_command(endpoints);
+                cmd.args(["upload", "--endpoint", endpoint]).arg(path);
+                cmd
+            }
+            Client::HfXet => {
+                let mut cmd = self.hf_xet_command(endpoints);
+                cmd.args(["upload", endpoint, &endpoints.token]).arg(path);
+                cmd
+            }
         };
-        Ok(PlainS3 {
-            store: S3Store::new(&settings)?,
+        let started = Instant::now();
+        let out = self.run(cmd, &format!("{} upload", client.name())).await?;
+        let elapsed = started.elapsed();
+        let stdout = String::from_utf8(out.stdout)?;
+        let (hash, bytes_sent) = match client {
+            Client::CasHttp | Client::CasGrpc => {
+                let hash = stdout
+                    .split_whitespace()
+                    .next()
+                    .context("cas upload printed no file hash")?
+                    .to_owned();
+                (hash, cas_bytes_sent(&String::from_utf8_lossy(&out.stderr)))
+            }
+            Client::HfXet => {
+                let line: serde_json::Value = serde_json::from_str(stdout.trim())
+                    .with_context(|| format!("hf_xet driver printed {stdout:?}"))?;
+                let hash = line["hash"]
+                    .as_str()
+                    .context("hf_xet driver printed no hash")?;
+                (hash.to_owned(), None)
+            }
+        };
+        Ok(Uploaded {
+            hash,
+            elapsed,
+            bytes_sent,
         })
     }
 
-    /// PUTs `file` as `key` (multipart above the store's threshold); returns the time
-    /// taken, reading the file included.
-    pub async fn put(&self, key: &str, file: &Path) -> anyhow::Result<Duration> {
+    /// Downloads file `hash` (`size` bytes) with `client` from the server at
+    /// `endpoints` to `out`; returns the wall time of the client process.
+    pub async fn download(
+        &self,
+        client: Client,
+        endpoints: &Endpoints,
+        hash: &str,
+        size: u64,
+        out: &Path,
+    ) -> Result<Duration> {
+        let endpoint = client
+            .endpoint(endpoints)
+            .with_context(|| format!("{} cannot talk to this server", client.name()))?;
+        let cmd = match client {
+            Client::CasHttp | Client::CasGrpc => {
+                let mut cmd = self.cas_command(endpoints);
+                cmd.args(["download", "--endpoint", endpoint, hash, "-o"])
+                    .arg(out);
+                cmd
+            }
+            Client::HfXet => {
+                let mut cmd = self.hf_xet_command(endpoints);
+                cmd.args(["download", endpoint, &endpoints.token, hash])
+                    .arg(size.to_string())
+                    .arg(out);
+                cmd
+            }
+        };
         let started = Instant::now();
-        let data = Bytes::from(tokio::fs::read(file).await?);
-        self.store.put_object(key, data).await?;
+        self.run(cmd, &format!("{} download", client.name()))
+            .await?;
         Ok(started.elapsed())
     }
 
-    /// GETs `key` into `out` with one request; returns the time taken, writing included.
-    pub async fn get(&self, key: &str, out: &Path) -> anyhow::Result<Duration> {
-        let started = Instant::now();
-        let data = self.store.get_object(key).await?;
-        tokio::fs::write(out, &data).await?;
-        Ok(started.elapsed())
+    /// `cas` with the token in its environment (not on the command line).
+    fn cas_command(&self, endpoints: &Endpoints) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(&self.cas);
+        cmd.env("CAS_TOKEN", &endpoints.token);
+        cmd
+    }
+
+    /// The hf_xet driver, with its cache in the server's scratch directory so
+    /// that no state is shared between servers.
+    fn hf_xet_command(&self, endpoints: &Endpoints) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(&self.python);
+        cmd.arg(&self.hf_xet_driver)
+            .env("HF_HOME", endpoints.scratch.join("hf-home"))
+            .env("HF_XET_CACHE", endpoints.scratch.join("hf-xet-cache"));
+        cmd
+    }
+
+    /// Runs `cmd` to completion within the timeout (killing it otherwise);
+    /// fails unless it exits successfully.
+    async fn run(&self, mut cmd: tokio::process::Command, what: &str) -> Result<Output> {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {what}"))?;
+        let out = tokio::time::timeout(self.timeout, child.wait_with_output())
+            .await
+            .map_err(|_| anyhow!("{what} took over {:?}; killed", self.timeout))??;
+        if !out.status.success() {
+            bail!(
+                "{what} failed ({}):\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// The byte count in `cas upload`'s summary: `... sent 1.00 GiB (1073741824 bytes: ...`.
+fn cas_bytes_sent(stderr: &str) -> Option<u64> {
+    let after = &stderr[stderr.find(" sent ")? + " sent ".len()..];
+    let digits = &after[after.find('(')? + 1..];
+    let end = digits.find(' ')?;
+    digits[..end].parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_bytes_cas_sent() {
+        let summary = "cas: 1 file(s): read 1.00 GiB (1073741824 bytes), sent 12.50 KiB \
+                       (12800 bytes: 1 xorb(s), 1 shard(s)), dedup ratio 99.9% (1.00 GiB deduplicated)\n";
+        assert_eq!(cas_bytes_sent(summary), Some(12_800));
+        assert_eq!(cas_bytes_sent("no summary"), None);
     }
 }

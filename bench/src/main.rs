@@ -1,370 +1,288 @@
-//! `cas-bench`: end-to-end benchmarks of our node and `cas` against plain S3 PUT/GET
-//! and against the Xet reference server, on one Garage S3 server, in one run.
-//! Every figure is reported next to a baseline measured in the same run (the
-//! machine is shared and noisy: ratios hold where absolute figures move).
+//! `cas-bench`: the end-to-end benchmark. In one run against one S3 server
+//! (Garage by default) it measures our node with `cas` and hf_xet against
+//! plain S3 (whole-object PUT/GET) and against the Xet reference server, and
+//! prints one Markdown table per part; every figure is a ratio against a
+//! baseline measured in the same run.
+//!
+//! 1. new data: upload and download throughput, vs plain S3;
+//! 2. re-upload after a one-line edit of a large file, vs its first upload;
+//! 3. bucket bytes for two versions of a model file, vs plain S3;
+//! 4. the same clients and files against our node and the reference server.
+//!
+//! Not a test: run it by hand (see `docs/benchmarks.md`):
 //!
 //! ```sh
 //! cargo build --release -p cas-node -p cas-client -p cas-bench
-//! target/release/cas-bench --out bench.md
+//! cargo run --release -p cas-bench -- --size-mb 64 --model-mb 64 --reps 1   # quick check
+//! cargo run --release -p cas-bench -- --out bench.md                        # the full run
 //! ```
 
 mod clients;
 mod data;
+mod parts;
+mod report;
+mod s3;
 mod systems;
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{Context as _, Result, bail, ensure};
 use clap::Parser;
 
-use clients::{Cas, HfXet, PlainS3};
-use systems::{Garage, Node, Reference};
+use crate::clients::{Client, Tools};
+use crate::parts::Bench;
+use crate::report::Table;
+use crate::s3::{Bucket, S3Kind};
 
-/// End-to-end benchmarks (see `docs/benchmarks.md`).
+/// End-to-end benchmark of the CAS node and client against plain S3 and the
+/// Xet reference server; prints Markdown tables.
 #[derive(Debug, Parser)]
+#[command(name = "cas-bench", version, about)]
 struct Args {
-    /// MiB of new data for the throughput and peer comparisons.
-    #[arg(long, default_value_t = 1024)]
-    size_mb: usize,
-    /// MiB of the text file edited by one line.
-    #[arg(long, default_value_t = 1024)]
-    edit_mb: usize,
-    /// MiB of the model whose tensors change between versions.
-    #[arg(long, default_value_t = 512)]
-    model_mb: usize,
-    /// Repetitions of each timed transfer (the median is reported).
-    #[arg(long, default_value_t = 3)]
-    reps: usize,
-    /// Directory holding `cas-node` and `cas` (default: the release build).
-    #[arg(long)]
+    /// Size of the new-data file (parts 1 and 4) and of the edited text file (part 2), in MiB.
+    #[arg(long, env = "CAS_BENCH_SIZE_MB", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    size_mb: u64,
+    /// Approximate size of the model file of part 3, in MiB.
+    #[arg(long, env = "CAS_BENCH_MODEL_MB", default_value_t = 512,
+          value_parser = clap::value_parser!(u64).range(8..=65_536))]
+    model_mb: u64,
+    /// Percentage of the model's tensors that change in its second version.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=100))]
+    changed_percent: u64,
+    /// Repetitions of each measurement (the median is reported); part 3 runs once.
+    #[arg(long, env = "CAS_BENCH_REPS", default_value_t = 3,
+          value_parser = clap::value_parser!(u64).range(1..=100))]
+    reps: u64,
+    /// Parts to run, comma-separated: 1 new data vs S3, 2 one-line edits,
+    /// 3 model versions, 4 vs the reference server.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4",
+          value_parser = clap::value_parser!(u8).range(1..=4))]
+    parts: Vec<u8>,
+    /// Base seed of the generated data.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// The S3 server: garage (started and stopped by the bench), env (the one
+    /// the GARAGE_* variables name) or s3s (embedded s3s-fs, in process).
+    #[arg(long, value_enum, default_value = "garage")]
+    s3: S3Kind,
+    /// Directory holding the `cas` and `cas-node` binaries [default:
+    /// $CARGO_TARGET_DIR/release, then target/release, then this binary's directory].
+    #[arg(long, value_name = "DIR")]
     bin_dir: Option<PathBuf>,
+    /// Python interpreter with hf_xet installed.
+    #[arg(long, default_value = "python3")]
+    python: PathBuf,
+    /// The hf_xet driver script [default: node/tests/python/hf_xet_driver.py].
+    #[arg(long, value_name = "FILE")]
+    hf_xet_driver: Option<PathBuf>,
+    /// The Garage helper script [default: scripts/garage.sh].
+    #[arg(long, value_name = "FILE")]
+    garage_script: Option<PathBuf>,
+    /// Where to create the scratch directory (data files, node state, Garage
+    /// data); it needs about 15 times --size-mb free [default: the system temp dir].
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+    /// Keep the scratch directory (node logs, configurations) instead of removing it.
+    #[arg(long)]
+    keep_work_dir: bool,
+    /// Longest run of one client process, in seconds.
+    #[arg(long, default_value_t = 1800)]
+    timeout_s: u64,
+    /// Log filter of the nodes (e.g. `info,cas_node=debug` to see where time goes;
+    /// with --keep-work-dir the logs stay in the scratch directory).
+    #[arg(long, default_value = "warn")]
+    node_log_filter: String,
     /// Also write the tables to FILE.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
 }
 
-/// The median of some durations.
-fn median(mut d: Vec<Duration>) -> Duration {
-    d.sort();
-    d[d.len() / 2]
-}
-
-fn mbps(bytes: u64, d: Duration) -> f64 {
-    bytes as f64 / (1 << 20) as f64 / d.as_secs_f64()
-}
-
-fn same(a: &Path, b: &Path) -> anyhow::Result<()> {
-    if std::fs::read(a)? != std::fs::read(b)? {
-        bail!("{} and {} differ", a.display(), b.display());
-    }
-    Ok(())
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("bench/ is in the workspace")
-        .to_owned()
-}
-
-/// One timed row: name, upload, download.
-struct Row {
-    name: &'static str,
-    up: Duration,
-    down: Duration,
-}
-
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let args = Args::parse();
-    let repo = repo_root();
-    let bin_dir = args.bin_dir.clone().unwrap_or_else(|| {
-        std::env::var_os("CARGO_TARGET_DIR")
-            .map_or_else(|| repo.join("target"), PathBuf::from)
-            .join("release")
-    });
-    let node_exe = bin_dir.join("cas-node");
-    let cas = Cas {
-        exe: bin_dir.join("cas"),
+    let out = args.out.clone();
+    let summary = parameters(&args);
+    // Ctrl-C drops the run, whose guards stop every process it started.
+    let result = tokio::select! {
+        r = run(args) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
-    for exe in [&node_exe, &cas.exe] {
-        if !exe.exists() {
-            bail!(
-                "{} is missing: build it first with `cargo build --release -p cas-node -p cas-client`",
-                exe.display()
-            );
+    match result.and_then(|tables| publish(&summary, &tables, out.as_deref())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cas-bench: {e:#}");
+            ExitCode::FAILURE
         }
     }
-    let hf = HfXet {
-        driver: repo.join("node/tests/python/hf_xet_driver.py"),
-    };
-    let reps = args.reps.max(1);
-    let work = tempfile::Builder::new().prefix("cas-bench-").tempdir()?;
-    let dir = work.path();
-    let garage = Garage::start(&repo).context("starting Garage")?;
-    let run = format!("run-{}", std::process::id());
-    let mut report = String::new();
-    writeln!(
-        report,
-        "Run of {} (Garage on loopback; sizes: new data {} MiB, edited text {} MiB, model {} MiB; median of {reps})\n",
-        chrono_free_date(),
-        args.size_mb,
-        args.edit_mb,
-        args.model_mb
-    )?;
+}
 
-    // 1. New data: plain S3, our node (cas over HTTP and gRPC, hf_xet), the reference.
-    eprintln!("cas-bench: new data");
-    let size = (args.size_mb as u64) << 20;
-    let mut rows = Vec::new();
-    let s3 = PlainS3::new(&garage, &format!("{run}/lfs/"))?;
-    let mut systems: Vec<(&'static str, String, String, bool)> = Vec::new();
-    let node_http = Node::start(&node_exe, &garage, &format!("{run}/cas-http/"))?;
-    let node_grpc = Node::start(&node_exe, &garage, &format!("{run}/cas-grpc/"))?;
-    let node_hf = Node::start(&node_exe, &garage, &format!("{run}/hf/"))?;
-    let ref_cas = Reference::start().await?;
-    let ref_hf = Reference::start().await?;
-    systems.push((
-        "cas → our node (HTTP)",
-        node_http.http.clone(),
-        node_http.token.clone(),
-        false,
-    ));
-    systems.push((
-        "cas → our node (gRPC)",
-        node_grpc.grpc.clone(),
-        node_grpc.token.clone(),
-        false,
-    ));
-    systems.push((
-        "hf_xet → our node",
-        node_hf.http.clone(),
-        node_hf.token.clone(),
-        true,
-    ));
-    systems.push((
-        "cas → reference server",
-        ref_cas.endpoint(),
-        "token".into(),
-        false,
-    ));
-    systems.push((
-        "hf_xet → reference server",
-        ref_hf.endpoint(),
-        "token".into(),
-        true,
-    ));
-    let mut s3_up = Vec::new();
-    let mut s3_down = Vec::new();
-    let mut sys_times: Vec<(Vec<Duration>, Vec<Duration>)> =
-        vec![(Vec::new(), Vec::new()); systems.len()];
-    for rep in 0..reps {
-        // Fresh content every repetition, so no repetition deduplicates against another.
-        let file = data::new_data(
-            dir,
-            &format!("new-{rep}.bin"),
-            args.size_mb,
-            100 + rep as u64,
-        )?;
-        let out = dir.join("out.bin");
-        s3_up.push(s3.put(&format!("new-{rep}"), &file).await?);
-        s3_down.push(s3.get(&format!("new-{rep}"), &out).await?);
-        same(&file, &out)?;
-        for (i, (name, endpoint, token, is_hf)) in systems.iter().enumerate() {
-            let _ = std::fs::remove_file(&out);
-            let (hash, up) = if *is_hf {
-                hf.upload(endpoint, token, &file)?
-            } else {
-                cas.upload(endpoint, token, &file)?
-            };
-            let down = if *is_hf {
-                hf.download(endpoint, token, &hash, size, &out)?
-            } else {
-                cas.download(endpoint, token, &hash, &out)?
-            };
-            same(&file, &out).with_context(|| format!("{name} round trip"))?;
-            sys_times[i].0.push(up);
-            sys_times[i].1.push(down);
-        }
-        std::fs::remove_file(&file)?;
-    }
-    rows.push(Row {
-        name: "plain S3 PUT / GET (baseline)",
-        up: median(s3_up),
-        down: median(s3_down),
-    });
-    for ((name, ..), (up, down)) in systems.iter().zip(sys_times) {
-        rows.push(Row {
-            name,
-            up: median(up),
-            down: median(down),
-        });
-    }
-    let base = &rows[0];
-    writeln!(report, "### New data: {} MiB\n", args.size_mb)?;
-    writeln!(
-        report,
-        "| client → server | upload | MB/s | vs S3 PUT | download | MB/s | vs S3 GET |"
-    )?;
-    writeln!(report, "|---|---|---|---|---|---|---|")?;
-    for r in &rows {
-        writeln!(
-            report,
-            "| {} | {:.2} s | {:.0} | {:.2}x | {:.2} s | {:.0} | {:.2}x |",
-            r.name,
-            r.up.as_secs_f64(),
-            mbps(size, r.up),
-            r.up.as_secs_f64() / base.up.as_secs_f64(),
-            r.down.as_secs_f64(),
-            mbps(size, r.down),
-            r.down.as_secs_f64() / base.down.as_secs_f64(),
-        )?;
-    }
-    let find = |n: &str| rows.iter().find(|r| r.name == n).expect("row");
-    let (hf_ours, hf_ref) = (find("hf_xet → our node"), find("hf_xet → reference server"));
-    let (cas_ours, cas_ref) = (
-        find("cas → our node (HTTP)"),
-        find("cas → reference server"),
+/// Runs the selected parts; returns their tables.
+async fn run(args: Args) -> Result<Vec<Table>> {
+    let root = repo_root();
+    let bin_dir = find_bin_dir(args.bin_dir.as_deref())?;
+    let tools = Tools {
+        cas: bin_dir.join("cas"),
+        cas_node: bin_dir.join("cas-node"),
+        python: args.python.clone(),
+        hf_xet_driver: args
+            .hf_xet_driver
+            .clone()
+            .unwrap_or_else(|| root.join("node/tests/python/hf_xet_driver.py")),
+        timeout: Duration::from_secs(args.timeout_s),
+    };
+    ensure!(
+        tools.hf_xet_driver.is_file(),
+        "{} not found (--hf-xet-driver)",
+        tools.hf_xet_driver.display()
     );
-    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
-    writeln!(
-        report,
-        "\nPeer comparison (time ratios; lower is better for the first system):\n"
-    )?;
-    writeln!(report, "| comparison | upload | download | target |")?;
-    writeln!(report, "|---|---|---|---|")?;
-    for (what, a, b, target) in [
-        ("hf_xet: our node / reference", hf_ours, hf_ref, "≤ 1.25x"),
-        ("our node: cas / hf_xet", cas_ours, hf_ours, "< 1x"),
-        ("reference: cas / hf_xet", cas_ref, hf_ref, "< 1x"),
-    ] {
-        writeln!(
-            report,
-            "| {what} | {:.2}x | {:.2}x | {target} |",
-            ratio(a.up, b.up),
-            ratio(a.down, b.down)
-        )?;
-    }
-    drop((node_grpc, node_hf, ref_cas, ref_hf));
-
-    // 2. A one-line edit in a large text file.
-    eprintln!("cas-bench: one-line edit");
-    let [v1, edited, inserted] = data::text_versions(dir, args.edit_mb)?;
-    let node_edit = Node::start(&node_exe, &garage, &format!("{run}/edit/"))?;
-    let (_, first) = cas.upload(&node_edit.http, &node_edit.token, &v1)?;
-    let lfs_put = s3.put("text-v1", &v1).await?;
-    let mut edit_times = Vec::new();
-    let mut insert_times = Vec::new();
-    for _ in 0..reps {
-        // Re-uploading the same edit is a no-op for the store but still re-reads,
-        // chunks and asks: each repetition measures the whole client path.
-        edit_times.push(cas.upload(&node_edit.http, &node_edit.token, &edited)?.1);
-        insert_times.push(cas.upload(&node_edit.http, &node_edit.token, &inserted)?.1);
-    }
-    let (edit, insert) = (median(edit_times), median(insert_times));
-    writeln!(
-        report,
-        "\n### One-line edit of a {} MiB text file (cas → our node)\n",
-        args.edit_mb
-    )?;
-    writeln!(
-        report,
-        "| upload | time | speed-up vs whole-file upload | target |"
-    )?;
-    writeln!(report, "|---|---|---|---|")?;
-    writeln!(
-        report,
-        "| first upload (all new) | {:.2} s | 1x | |",
-        first.as_secs_f64()
-    )?;
-    writeln!(
-        report,
-        "| plain S3 PUT of the whole file | {:.2} s | | |",
-        lfs_put.as_secs_f64()
-    )?;
-    writeln!(
-        report,
-        "| one line changed in place | {:.2} s | {:.1}x | ≥ 20x |",
-        edit.as_secs_f64(),
-        ratio(first, edit)
-    )?;
-    writeln!(
-        report,
-        "| one line inserted | {:.2} s | {:.1}x | ≥ 20x |",
-        insert.as_secs_f64(),
-        ratio(first, insert)
-    )?;
-    writeln!(
-        report,
-        "\nStored for the three versions: {:.1} MiB (the file is {} MiB).",
-        garage.bytes_under(&node_edit.prefix).await? as f64 / (1 << 20) as f64,
-        args.edit_mb
-    )?;
-    drop(node_edit);
-    for f in [&v1, &edited, &inserted] {
-        std::fs::remove_file(f)?;
+    tools.check_hf_xet().await?;
+    let grpc = tools.cas_speaks_grpc().await?;
+    let clients: Vec<Client> = Client::ALL
+        .into_iter()
+        .filter(|&c| c != Client::CasGrpc || grpc)
+        .collect();
+    if !grpc {
+        eprintln!("cas-bench: `cas` does not accept grpc:// endpoints; no cas (gRPC) rows");
     }
 
-    // 3. Storage for two versions of a model with 30% of its tensors changed.
-    eprintln!("cas-bench: model versions");
-    let (m1, m2, changed) = data::model_versions(dir, args.model_mb, 100, 30)?;
-    let node_model = Node::start(&node_exe, &garage, &format!("{run}/model/"))?;
-    cas.upload(&node_model.http, &node_model.token, &m1)?;
-    let after_v1 = garage.bytes_under(&node_model.prefix).await?;
-    cas.upload(&node_model.http, &node_model.token, &m2)?;
-    let after_v2 = garage.bytes_under(&node_model.prefix).await?;
-    let whole = std::fs::metadata(&m1)?.len() + std::fs::metadata(&m2)?.len();
-    let mib = |b: u64| b as f64 / (1 << 20) as f64;
-    writeln!(
-        report,
-        "\n### Storage: two versions of a {} MiB model, {changed} of 100 tensors changed\n",
-        args.model_mb
-    )?;
-    writeln!(
-        report,
-        "| store | after v1 | after v1 + v2 | vs whole files |"
-    )?;
-    writeln!(report, "|---|---|---|---|")?;
-    writeln!(
-        report,
-        "| plain S3 (whole files) | {:.1} MiB | {:.1} MiB | 1x |",
-        mib(std::fs::metadata(&m1)?.len()),
-        mib(whole)
-    )?;
-    writeln!(
-        report,
-        "| our node (xorbs + shards) | {:.1} MiB | {:.1} MiB | {:.2}x |",
-        mib(after_v1),
-        mib(after_v2),
-        after_v2 as f64 / whole as f64
-    )?;
-    drop(node_model);
+    let base = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&base)?;
+    let work = tempfile::Builder::new()
+        .prefix("cas-bench-")
+        .tempdir_in(&base)
+        .with_context(|| format!("cannot create a scratch directory in {}", base.display()))?;
+    eprintln!("cas-bench: scratch directory {}", work.path().display());
+    let garage_script = args
+        .garage_script
+        .clone()
+        .unwrap_or_else(|| root.join("scripts/garage.sh"));
+    let result = {
+        // Inside this block, so the S3 server stops before `work` is removed.
+        let (server, location) =
+            s3::start(args.s3, &work.path().join("s3"), &garage_script).await?;
+        let bucket = Bucket::new(&location);
+        let bench = Bench {
+            tools,
+            clients,
+            bucket: bucket.clone(),
+            s3: location,
+            run_prefix: format!("cas-bench-{:08x}/", rand::random::<u32>()),
+            work: work.path().to_owned(),
+            reps: usize::try_from(args.reps)?,
+            seed: args.seed,
+            size: args.size_mb << 20,
+            model_size: args.model_mb << 20,
+            changed_fraction: args.changed_percent as f64 / 100.0,
+            node_log_filter: args.node_log_filter.clone(),
+        };
+        let result = run_parts(&bench, &args.parts).await;
+        // Best effort: a failed part may have left objects behind.
+        if let Err(e) = bucket.delete_prefix(&bench.run_prefix).await {
+            eprintln!("cas-bench: could not delete {}: {e:#}", bench.run_prefix);
+        }
+        drop(bench);
+        drop(server);
+        result
+    };
+    if args.keep_work_dir {
+        eprintln!("cas-bench: kept {}", work.keep().display());
+    }
+    result
+}
 
-    println!("{report}");
-    if let Some(out) = &args.out {
-        std::fs::write(out, &report)?;
+/// Runs each selected part in turn; returns the tables in part order.
+async fn run_parts(bench: &Bench, parts: &[u8]) -> Result<Vec<Table>> {
+    let wants = |p: u8| parts.contains(&p);
+    let (mut tables, mut peer) = (Vec::new(), Vec::new());
+    if wants(1) || wants(4) {
+        let (new_data, peer_tables) = bench.new_data(wants(1), wants(4)).await?;
+        tables.extend(new_data);
+        peer = peer_tables;
+    }
+    if wants(2) {
+        tables.push(bench.edits().await?);
+    }
+    if wants(3) {
+        tables.push(bench.model_versions().await?);
+    }
+    tables.append(&mut peer);
+    Ok(tables)
+}
+
+/// Prints the tables and writes them to `out` if given.
+fn publish(summary: &str, tables: &[Table], out: Option<&Path>) -> Result<()> {
+    let mut text = format!("{summary}\n");
+    for table in tables {
+        text.push('\n');
+        text.push_str(&table.to_markdown());
+    }
+    print!("{text}");
+    if let Some(out) = out {
+        std::fs::write(out, &text).with_context(|| format!("cannot write {}", out.display()))?;
+        eprintln!("cas-bench: wrote {}", out.display());
     }
     Ok(())
 }
 
-/// Today's date (UTC) as YYYY-MM-DD, from the system clock.
-fn chrono_free_date() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let days = (secs / 86_400) as i64;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
+/// One line describing the run: parameters and machine.
+fn parameters(args: &Args) -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let s3 = clap::ValueEnum::to_possible_value(&args.s3)
+        .map(|v| v.get_name().to_owned())
+        .unwrap_or_default();
+    format!(
+        "cas-bench --size-mb {} --model-mb {} --changed-percent {} --reps {} --s3 {s3} \
+         --seed {}  ({cpu}, {cores} cores)",
+        args.size_mb, args.model_mb, args.changed_percent, args.reps, args.seed,
+    )
+}
+
+/// The repository root (this crate's parent directory).
+fn repo_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_owned()
+}
+
+/// The directory holding `cas` and `cas-node`: `explicit`, or the first of
+/// the default places that has both.
+fn find_bin_dir(explicit: Option<&Path>) -> Result<PathBuf> {
+    let has_both = |dir: &Path| dir.join("cas").is_file() && dir.join("cas-node").is_file();
+    let candidates: Vec<PathBuf> = match explicit {
+        Some(dir) => vec![dir.to_owned()],
+        None => {
+            let mut dirs = Vec::new();
+            if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+                dirs.push(PathBuf::from(target).join("release"));
+            }
+            dirs.push(repo_root().join("target/release"));
+            if let Some(dir) = std::env::current_exe()
+                .ok()
+                .and_then(|e| e.parent().map(Path::to_owned))
+            {
+                dirs.push(dir);
+            }
+            dirs
+        }
+    };
+    if let Some(dir) = candidates.iter().find(|d| has_both(d)) {
+        return Ok(dir.clone());
+    }
+    let looked: Vec<String> = candidates.iter().map(|d| d.display().to_string()).collect();
+    bail!(
+        "the `cas` and `cas-node` binaries are not in {}; build them with \
+         `cargo build --release -p cas-node -p cas-client` (same CARGO_TARGET_DIR), \
+         or pass --bin-dir",
+        looked.join(", ")
+    )
 }

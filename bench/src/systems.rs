@@ -1,246 +1,383 @@
-//! The systems under test, all on 127.0.0.1: a Garage S3 server (started with
-//! `scripts/garage.sh`), our node (`cas-node serve` on that Garage, under a key
-//! prefix of its own per run) and the Xet reference server (`LocalTestServer` of
-//! the published `xet-client` crate, in this process, storing on local disk).
+//! The servers under test: our node (a `cas-node serve` process storing into
+//! the shared bucket under a key prefix of its own) and the Xet reference
+//! server (`local_cas_server` of `xet-client`, in this process, storing into a
+//! directory).
 
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use cas_node::auth::{Scope, Tokens};
-use cas_node::config::Secret;
+use anyhow::{Context as _, Result, bail};
+use xet_client::cas_client::{LocalTestServer, LocalTestServerBuilder};
 
-/// A Garage server started for the run; stopped when dropped.
-pub struct Garage {
-    dir: tempfile::TempDir,
-    script: PathBuf,
-    /// `http://127.0.0.1:PORT`.
-    pub endpoint: String,
-    /// Its region name.
-    pub region: String,
-    /// Access key id.
-    pub key: String,
-    /// Secret key.
-    pub secret: String,
-    /// The bucket.
-    pub bucket: String,
+use crate::s3::{Bucket, S3Location};
+
+/// How long a node may take to answer `/healthz`.
+const NODE_START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a node may take to exit once told to stop.
+const NODE_STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long `cas-node token issue` may take.
+const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where a client reaches a server, and as whom.
+#[derive(Clone, Debug)]
+pub struct Endpoints {
+    /// The Xet HTTP API, `http://host:port`.
+    pub http: String,
+    /// The gRPC API, `grpc://host:port`, when the server has one.
+    pub grpc: Option<String>,
+    /// Bearer token with write scope.
+    pub token: String,
+    /// A directory of this server's own for client-side state (hf_xet's cache).
+    pub scratch: PathBuf,
 }
 
-impl Garage {
-    /// Installs Garage if needed and starts it with `scripts/garage.sh`.
-    pub fn start(repo: &Path) -> anyhow::Result<Self> {
-        let script = repo.join("scripts/garage.sh");
-        let status = Command::new("bash").arg(&script).arg("install").status()?;
-        if !status.success() {
-            bail!("scripts/garage.sh install failed");
+/// A running server under test.
+pub enum System {
+    /// Our node.
+    Node(NodeSystem),
+    /// The reference server.
+    Reference(ReferenceSystem),
+}
+
+impl System {
+    /// Where clients reach it.
+    pub fn endpoints(&self) -> &Endpoints {
+        match self {
+            System::Node(n) => &n.endpoints,
+            System::Reference(r) => &r.endpoints,
         }
-        let dir = tempfile::Builder::new()
-            .prefix("cas-bench-garage-")
-            .tempdir()?;
-        let out = Command::new("bash")
-            .arg(&script)
-            .arg("start")
-            .arg(dir.path())
-            .stderr(Stdio::inherit())
-            .output()?;
-        if !out.status.success() {
-            bail!("scripts/garage.sh start failed");
-        }
-        let text = String::from_utf8(out.stdout)?;
-        let var = |name: &str| -> anyhow::Result<String> {
-            text.lines()
-                .find_map(|l| l.strip_prefix(&format!("export {name}=")))
-                .map(str::to_owned)
-                .with_context(|| format!("garage.sh did not print {name}"))
-        };
-        Ok(Garage {
-            endpoint: var("GARAGE_ENDPOINT")?,
-            region: var("GARAGE_REGION")?,
-            key: var("GARAGE_DEFAULT_ACCESS_KEY")?,
-            secret: var("GARAGE_DEFAULT_SECRET_KEY")?,
-            bucket: var("GARAGE_DEFAULT_BUCKET")?,
-            script,
-            dir,
-        })
     }
 
-    /// An S3 client of this server.
-    pub fn client(&self) -> aws_sdk_s3::Client {
-        let creds = aws_credential_types::Credentials::from_keys(&self.key, &self.secret, None);
-        let config = aws_sdk_s3::Config::builder()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .region(aws_sdk_s3::config::Region::new(self.region.clone()))
-            .endpoint_url(&self.endpoint)
-            .credentials_provider(creds)
-            .force_path_style(true)
-            .build();
-        aws_sdk_s3::Client::from_conf(config)
-    }
-
-    /// Bytes stored under `prefix` (the sum of the objects' sizes).
-    pub async fn bytes_under(&self, prefix: &str) -> anyhow::Result<u64> {
-        let client = self.client();
-        let mut total = 0u64;
-        let mut token = None;
-        loop {
-            let resp = client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(prefix)
-                .set_continuation_token(token)
-                .send()
-                .await
-                .context("listing the bucket")?;
-            total += resp
-                .contents()
-                .iter()
-                .map(|o| o.size().unwrap_or(0) as u64)
-                .sum::<u64>();
-            match resp.next_continuation_token() {
-                Some(t) => token = Some(t.to_owned()),
-                None => return Ok(total),
+    /// Bytes it stores: the node's objects under its prefix in the bucket, the
+    /// reference server's files in its directory.
+    pub async fn stored_bytes(&self, bucket: &Bucket) -> Result<u64> {
+        match self {
+            System::Node(n) => Ok(bucket.usage(&n.prefix).await?.bytes),
+            System::Reference(r) => {
+                let dir = r.store.clone();
+                tokio::task::spawn_blocking(move || dir_bytes(&dir)).await?
             }
         }
     }
-}
 
-impl Drop for Garage {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(&self.script)
-            .arg("stop")
-            .arg(self.dir.path())
-            .stderr(Stdio::null())
-            .status();
+    /// Frees what it stores in the bucket (the reference server's directory
+    /// goes when the run's scratch directory does).
+    pub async fn clear(&self, bucket: &Bucket) -> Result<()> {
+        if let System::Node(n) = self {
+            bucket.delete_prefix(&n.prefix).await?;
+        }
+        Ok(())
     }
 }
 
-/// One `cas-node serve` process on Garage; killed when dropped.
-pub struct Node {
-    child: Child,
-    _dir: tempfile::TempDir,
-    /// `http://127.0.0.1:PORT`.
-    pub http: String,
-    /// `grpc://127.0.0.1:PORT`.
-    pub grpc: String,
-    /// A write token.
-    pub token: String,
-    /// The S3 key prefix it stores under.
+/// What a node is started with.
+pub struct NodeOptions<'a> {
+    /// The `cas-node` binary.
+    pub binary: &'a Path,
+    /// The bucket it stores into.
+    pub s3: &'a S3Location,
+    /// Its key prefix in the bucket (ends in `/`).
     pub prefix: String,
+    /// A fresh directory for its configuration, state and log.
+    pub dir: PathBuf,
+    /// Its log filter (`telemetry.log_filter`).
+    pub log_filter: &'a str,
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// A `cas-node serve` process; stopped when dropped.
+pub struct NodeSystem {
+    child: Option<Child>,
+    /// Where clients reach it.
+    pub endpoints: Endpoints,
+    /// Its key prefix in the bucket.
+    pub prefix: String,
+    /// Its log file.
+    pub log: PathBuf,
 }
 
-impl Node {
-    /// Starts a node storing under `prefix` in Garage's bucket and waits until it serves.
-    pub fn start(exe: &Path, garage: &Garage, prefix: &str) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("cas-bench-node-")
-            .tempdir()?;
-        // A fresh random signing secret per node (the token below is signed with it).
-        let secret: String = (0..32)
-            .map(|_| format!("{:02x}", rand::random::<u8>()))
-            .collect();
-        let (http, grpc) = (free_port()?, free_port()?);
-        let config = dir.path().join("node.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"[node]
-id = 1
-region = "us-east-1"
-data_dir = {data:?}
-[http]
-listen = "127.0.0.1:{http}"
-[grpc]
-listen = "127.0.0.1:{grpc}"
-[s3]
-endpoint = "{endpoint}"
-region = "{region}"
-bucket = "{bucket}"
-access_key_id = "{key}"
-secret_access_key = "{s3secret}"
-force_path_style = true
-key_prefix = "{prefix}"
-[auth]
-token_secret = "{secret}"
-[telemetry]
-log_filter = "warn"
-"#,
-                data = dir.path().join("data").display().to_string(),
-                endpoint = garage.endpoint,
-                region = garage.region,
-                bucket = garage.bucket,
-                key = garage.key,
-                s3secret = garage.secret,
-            ),
-        )?;
-        let child = Command::new(exe)
+impl NodeSystem {
+    /// Writes a configuration, issues a write token, starts the node and waits
+    /// until `/healthz` answers.
+    pub async fn start(options: NodeOptions<'_>) -> Result<Self> {
+        let dir = options.dir.clone();
+        std::fs::create_dir_all(&dir)?;
+        let secret_file = dir.join("token-secret");
+        write_private(&secret_file, &random_hex(32))?;
+        let [http, grpc] = free_ports()?;
+        let config = node_config(&options, &dir, &secret_file, http, grpc);
+        let config_file = dir.join("node.toml");
+        write_private(&config_file, &config)?;
+
+        let token = issue_token(options.binary, &config_file)?;
+        let log = dir.join("node.log");
+        let log_file = std::fs::File::create(&log)?;
+        let child = Command::new(options.binary)
             .arg("serve")
             .arg("--config")
-            .arg(&config)
+            .arg(&config_file)
+            // The node exits when this process goes away, even if killed.
             .arg("--exit-with-stdin")
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
             .spawn()
-            .with_context(|| format!("starting {}", exe.display()))?;
-        let token = Tokens::new(&Secret::new(secret))?
-            .issue("bench", [Scope::Write], Duration::from_secs(86_400))?
-            .token;
-        let node = Node {
-            child,
-            _dir: dir,
-            http: format!("http://127.0.0.1:{http}"),
-            grpc: format!("grpc://127.0.0.1:{grpc}"),
-            token,
-            prefix: prefix.to_owned(),
+            .with_context(|| format!("cannot start {}", options.binary.display()))?;
+        let mut node = NodeSystem {
+            child: Some(child),
+            endpoints: Endpoints {
+                http: format!("http://{http}"),
+                grpc: Some(format!("grpc://{grpc}")),
+                token,
+                scratch: dir.join("client"),
+            },
+            prefix: options.prefix,
+            log,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", grpc)).is_err() {
+        std::fs::create_dir_all(&node.endpoints.scratch)?;
+        node.wait_healthy().await?;
+        Ok(node)
+    }
+
+    /// Polls `/healthz` until it answers 200, the process exits, or the start timeout passes.
+    async fn wait_healthy(&mut self) -> Result<()> {
+        let url = format!("{}/healthz", self.endpoints.http);
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .no_proxy()
+            .build()?;
+        let deadline = Instant::now() + NODE_START_TIMEOUT;
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!(
+                    "cas-node exited during start-up ({status}); log: {}\n{}",
+                    self.log.display(),
+                    tail(&self.log)
+                );
+            }
+            if let Ok(response) = http.get(&url).send().await
+                && response.status().is_success()
+            {
+                return Ok(());
+            }
             if Instant::now() > deadline {
-                bail!("the node did not start within 60 s");
+                bail!(
+                    "cas-node did not answer {url} within {NODE_START_TIMEOUT:?}; log: {}\n{}",
+                    self.log.display(),
+                    tail(&self.log)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for NodeSystem {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // Closing its standard input asks the node to shut down cleanly.
+        drop(child.stdin.take());
+        let deadline = Instant::now() + NODE_STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(node)
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// The node's TOML configuration.
+fn node_config(
+    options: &NodeOptions<'_>,
+    dir: &Path,
+    secret_file: &Path,
+    http: SocketAddr,
+    grpc: SocketAddr,
+) -> String {
+    let s3 = options.s3;
+    // TOML string literals, escaped.
+    let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
+    let p = |p: &Path| q(&p.display().to_string());
+    format!(
+        "[node]\n\
+         id = 1\n\
+         region = \"us-east-1\"\n\
+         data_dir = {data_dir}\n\
+         \n\
+         [http]\n\
+         listen = \"{http}\"\n\
+         \n\
+         [grpc]\n\
+         listen = \"{grpc}\"\n\
+         \n\
+         [s3]\n\
+         endpoint = {endpoint}\n\
+         region = {region}\n\
+         bucket = {bucket}\n\
+         access_key_id = {key}\n\
+         secret_access_key = {secret}\n\
+         key_prefix = {prefix}\n\
+         force_path_style = true\n\
+         request_timeout = \"300s\"\n\
+         \n\
+         [auth]\n\
+         token_secret_file = {secret_file}\n\
+         \n\
+         [telemetry]\n\
+         log_filter = {log_filter}\n",
+        data_dir = p(&dir.join("data")),
+        endpoint = q(&s3.endpoint),
+        region = q(&s3.region),
+        bucket = q(&s3.bucket),
+        key = q(&s3.access_key_id),
+        secret = q(&s3.secret_access_key),
+        prefix = q(&options.prefix),
+        secret_file = p(secret_file),
+        log_filter = q(options.log_filter),
+    )
+}
+
+/// Issues a day-long write token with `cas-node token issue`.
+fn issue_token(binary: &Path, config: &Path) -> Result<String> {
+    let mut child = Command::new(binary)
+        .args([
+            "token",
+            "issue",
+            "--scope",
+            "write",
+            "--subject",
+            "cas-bench",
+        ])
+        .args(["--ttl", "24h", "--config"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {}", binary.display()))?;
+    let deadline = Instant::now() + TOKEN_TIMEOUT;
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("cas-node token issue took over {TOKEN_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "cas-node token issue failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
 }
 
-/// The Xet reference server, in this process, storing into its own directory.
-pub struct Reference {
-    server: xet_client::cas_client::LocalTestServer,
-    /// Where it stores (removed when dropped).
-    _dir: tempfile::TempDir,
+/// The reference server (`LocalTestServer`), serving from this process until dropped.
+pub struct ReferenceSystem {
+    _server: LocalTestServer,
+    store: PathBuf,
+    /// Where clients reach it (any token is accepted).
+    pub endpoints: Endpoints,
 }
 
-impl Reference {
-    /// Starts a reference server.
-    pub async fn start() -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("cas-bench-ref-")
-            .tempdir()?;
-        let server = xet_client::cas_client::LocalTestServerBuilder::new()
-            .with_disk_location(dir.path())
+impl ReferenceSystem {
+    /// Starts a reference server storing into `dir/store`.
+    pub async fn start(dir: PathBuf) -> Result<Self> {
+        let store = dir.join("store");
+        let scratch = dir.join("client");
+        std::fs::create_dir_all(&store)?;
+        std::fs::create_dir_all(&scratch)?;
+        let server = LocalTestServerBuilder::new()
+            .with_disk_location(&store)
             .start()
             .await;
-        Ok(Reference { server, _dir: dir })
+        let endpoints = Endpoints {
+            http: server.http_endpoint().to_owned(),
+            grpc: None,
+            token: "cas-bench".into(),
+            scratch,
+        };
+        Ok(Self {
+            _server: server,
+            store,
+            endpoints,
+        })
     }
 
-    /// Its HTTP endpoint.
-    pub fn endpoint(&self) -> String {
-        self.server.http_endpoint().to_owned()
+    /// Frees its directory once the server is gone.
+    pub fn remove(self) -> Result<()> {
+        let store = self.store.clone();
+        drop(self);
+        std::fs::remove_dir_all(&store)
+            .with_context(|| format!("cannot remove {}", store.display()))
     }
+}
+
+/// `N` distinct TCP ports on the loopback interface, free when this returns.
+fn free_ports<const N: usize>() -> Result<[SocketAddr; N]> {
+    // All bound at once, so the kernel cannot hand out one port twice.
+    let listeners = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let mut addrs = [SocketAddr::from(([127, 0, 0, 1], 0)); N];
+    for (addr, listener) in addrs.iter_mut().zip(&listeners) {
+        *addr = listener.local_addr()?;
+    }
+    Ok(addrs)
+}
+
+/// `bytes` random bytes as lowercase hex.
+fn random_hex(bytes: usize) -> String {
+    (0..bytes)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
+}
+
+/// Writes `text` to a new file only the owner may read.
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// The last lines of a log file, for an error message.
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// Total size of the files under `dir`.
+fn dir_bytes(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    let mut pending = vec![dir.to_owned()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                pending.push(entry.path());
+            } else if kind.is_file() {
+                total += entry.metadata()?.len();
+            }
+        }
+    }
+    Ok(total)
 }
