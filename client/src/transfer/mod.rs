@@ -7,6 +7,7 @@
 //!   bytes, written atomically.
 
 pub mod download;
+pub mod file_data;
 pub mod transport;
 pub mod upload;
 

@@ -1,9 +1,9 @@
 //! Uploading files: chunking, global dedup, xorbs, shards.
 //!
-//! Files are processed one after the other. Each file is read whole into
-//! memory (so memory use grows with the largest file), chunked and hashed on
-//! [`UploadOptions::chunk_threads`] threads, and its global-dedup candidates
-//! are queried. It is then added to the open [`UploadSession`] on a blocking
+//! Files are processed one after the other. Each file is mapped read-only
+//! (never copied into memory whole), chunked and hashed on
+//! [`UploadOptions::chunk_threads`] threads while its SHA-256 is computed on a
+//! thread of its own, and its global-dedup candidates are queried. It is then added to the open [`UploadSession`] on a blocking
 //! thread, which hands over every xorb as soon as it is full: xorbs upload
 //! ([`UploadOptions::xorb_concurrency`] at a time) while packing and
 //! compression go on. Once a batch holds [`UploadOptions::batch_bytes`] of new
@@ -25,7 +25,9 @@ use cas_core::constants::MAX_SHARD_BYTES;
 use cas_core::dedup::should_query_global_dedup;
 use cas_core::shard::{HEADER_SIZE, ParsedShard, RECORD_SIZE, Shard, parse_shard};
 use futures::StreamExt;
+use sha2::{Digest, Sha256};
 
+use super::file_data::{FileData, Sha256Job};
 use super::transport::Transport;
 use super::{Progress, ProgressFn, TransferError, report};
 use crate::pipeline::UploadSession;
@@ -186,7 +188,7 @@ pub async fn upload_paths<T: Transport>(
 
 /// Uploads regular files; returns their hashes and what was sent.
 ///
-/// Each file is read whole into memory; new xorbs are held in memory until
+/// Each file is mapped, not read into memory; new xorbs are held in memory until
 /// their batch is sent (see the module documentation).
 pub async fn upload_files<T: Transport>(
     client: &T,
@@ -282,10 +284,12 @@ impl<'a, T: Transport> Uploader<'a, T> {
         );
         let threads = self.opts.chunk_threads.max(1);
         let owned = path.to_path_buf();
-        let (data, chunks) = tokio::task::spawn_blocking(move || {
-            let data = std::fs::read(&owned).map_err(|e| TransferError::io(&owned, e))?;
+        // The SHA-256 runs on its own thread while the file is chunked, hashed and packed.
+        let (data, chunks, sha256) = tokio::task::spawn_blocking(move || {
+            let data = Arc::new(FileData::open(&owned)?);
+            let sha256 = Sha256Job::spawn(data.clone(), Sha256::new(), 0)?;
             let chunks = chunk_and_hash_parallel(&data, threads);
-            Ok::<_, TransferError>((data, chunks))
+            Ok::<_, TransferError>((data, chunks, sha256))
         })
         .await??;
 
@@ -305,7 +309,9 @@ impl<'a, T: Transport> Uploader<'a, T> {
         let packing = tokio::task::spawn_blocking(move || {
             let mut session = session;
             let summary =
-                session.add_file_with(&data, &chunks, &mut |x| tx.blocking_send(x).is_ok());
+                session.add_file_with_sha256(&data, &chunks, || sha256.join(), &mut |x| {
+                    tx.blocking_send(x).is_ok()
+                });
             (session, summary, chunks)
         });
         let filled = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
