@@ -159,6 +159,33 @@ impl TransferError {
         }
     }
 
+    /// Whether the server refused the request as invalid (not a transient or
+    /// authorization failure): e.g. a shard naming a xorb the server does not hold.
+    pub fn is_refused(&self) -> bool {
+        match self {
+            TransferError::Xet(XetError::ShardRejected { retryable, .. }) => !retryable,
+            TransferError::Xet(e) => e.status().is_some_and(|s| {
+                s.is_client_error()
+                    && ![
+                        StatusCode::UNAUTHORIZED,
+                        StatusCode::FORBIDDEN,
+                        StatusCode::REQUEST_TIMEOUT,
+                        StatusCode::TOO_MANY_REQUESTS,
+                    ]
+                    .contains(&s)
+            }),
+            TransferError::Grpc(e) => matches!(
+                e.code(),
+                Some(
+                    tonic::Code::InvalidArgument
+                        | tonic::Code::FailedPrecondition
+                        | tonic::Code::NotFound
+                )
+            ),
+            _ => false,
+        }
+    }
+
     /// Whether the range asked for is outside the file (locally known or HTTP 416).
     pub fn is_range_not_satisfiable(&self) -> bool {
         match self {
