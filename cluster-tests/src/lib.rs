@@ -21,6 +21,8 @@ use rand::{Rng, SeedableRng};
 
 pub use cas_node::local_cluster;
 
+pub mod history;
+
 /// The `cas-node` executable `cargo test --workspace` built next to this test binary.
 pub fn node_exe() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
@@ -254,5 +256,158 @@ pub async fn wait_status(
         }
         assert!(Instant::now() < deadline, "{what}: not within {within:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Writers and readers recording a [`history::History`] of index operations.
+pub struct HistoryWorkload {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// A file a writer is about to register: its hash and its first chunk's hash.
+#[derive(Clone, Copy)]
+struct Announced {
+    file: MerkleHash,
+    first_chunk: MerkleHash,
+}
+
+impl HistoryWorkload {
+    /// Starts one writer per node of `writers` (files of 100-400 KB of random bytes,
+    /// each announced before its upload is invoked) and one reader per node of
+    /// `readers`: each read asks for the reconstruction of a file, then its first
+    /// chunk's global-dedup entry, mostly of the files announced last (so reads
+    /// overlap their writes), sometimes of older ones or of files never written.
+    pub fn start(
+        tc: &TestCluster,
+        writers: &[u64],
+        readers: &[u64],
+        history: Arc<history::History>,
+    ) -> Self {
+        use history::{Kind, Outcome};
+        let stop = Arc::new(AtomicBool::new(false));
+        let announced: Arc<std::sync::Mutex<Vec<Announced>>> = Arc::default();
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let client = |id: u64| {
+            let n = tc.cluster.node(id).expect("node");
+            cas_client::xet::XetClient::with_config(
+                cas_client::xet::XetClientConfig::new(n.http_url())
+                    .with_token(tc.token.clone())
+                    .with_retry(RetryPolicy::none()),
+            )
+            .expect("client")
+        };
+        let mut tasks = Vec::new();
+        for (w, id) in writers.iter().copied().enumerate() {
+            let (stop, announced, dir, history) = (
+                stop.clone(),
+                announced.clone(),
+                dir.clone(),
+                history.clone(),
+            );
+            let client = client(id);
+            tasks.push(tokio::spawn(async move {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(7_000 + w as u64);
+                let started = Instant::now();
+                let mut i = 0usize;
+                while !stop.load(Ordering::SeqCst) && started.elapsed() < WORKLOAD_LIMIT {
+                    let mut data = vec![0u8; rng.random_range(100_000..400_000)];
+                    rng.fill(&mut data[..]);
+                    let chunks = cas_core::chunking::chunk_and_hash(&data);
+                    let file = cas_core::chunking::file_hash_of_chunks(&chunks);
+                    let path = dir.path().join(format!("w{w}-{i}"));
+                    i += 1;
+                    std::fs::write(&path, &data).expect("write");
+                    announced.lock().expect("announced").push(Announced {
+                        file,
+                        first_chunk: chunks[0].hash,
+                    });
+                    let invoked = history.now();
+                    let r = tokio::time::timeout(
+                        Duration::from_secs(30),
+                        upload_files(
+                            &client,
+                            std::slice::from_ref(&path),
+                            &UploadOptions::default(),
+                        ),
+                    )
+                    .await;
+                    let outcome = match r {
+                        Ok(Ok(report)) => {
+                            assert_eq!(report.files[0].file_hash, file, "file hash");
+                            Outcome::Acked
+                        }
+                        _ => Outcome::Failed,
+                    };
+                    history.record(file, Kind::Write, id, invoked, outcome);
+                    let _ = std::fs::remove_file(&path);
+                    if outcome == Outcome::Failed {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }));
+        }
+        for (r, id) in readers.iter().copied().enumerate() {
+            let (stop, announced, history) = (stop.clone(), announced.clone(), history.clone());
+            let client = client(id);
+            tasks.push(tokio::spawn(async move {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(9_000 + r as u64);
+                let started = Instant::now();
+                while !stop.load(Ordering::SeqCst) && started.elapsed() < WORKLOAD_LIMIT {
+                    let target = {
+                        let a = announced.lock().expect("announced");
+                        let roll = rng.random_range(0..10);
+                        if a.is_empty() || roll == 0 {
+                            let mut never = || MerkleHash::from_bytes(rng.random());
+                            Announced {
+                                file: never(),
+                                first_chunk: never(),
+                            }
+                        } else if roll < 8 {
+                            a[a.len() - 1 - rng.random_range(0..a.len().min(3))]
+                        } else {
+                            a[rng.random_range(0..a.len())]
+                        }
+                    };
+                    let invoked = history.now();
+                    let outcome = match tokio::time::timeout(
+                        Duration::from_secs(15),
+                        client.reconstruction(&target.file, None),
+                    )
+                    .await
+                    {
+                        Ok(Ok(_)) => Outcome::Present,
+                        Ok(Err(e)) if e.is_not_found() => Outcome::Absent,
+                        _ => Outcome::Failed,
+                    };
+                    history.record(target.file, Kind::Read, id, invoked, outcome);
+                    let invoked = history.now();
+                    let outcome = match tokio::time::timeout(
+                        Duration::from_secs(15),
+                        client.query_dedup(&target.first_chunk),
+                    )
+                    .await
+                    {
+                        Ok(Ok(Some(_))) => Outcome::Present,
+                        Ok(Ok(None)) => Outcome::Absent,
+                        _ => Outcome::Failed,
+                    };
+                    // Recorded under the file: the query stands for it.
+                    history.record(target.file, Kind::DedupQuery, id, invoked, outcome);
+                    if outcome == Outcome::Failed {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }));
+        }
+        HistoryWorkload { stop, tasks }
+    }
+
+    /// Stops the writers and readers.
+    pub async fn finish(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.tasks {
+            t.await.expect("history task");
+        }
     }
 }

@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use cas_cluster_tests::{TestCluster, Workload, check, wait_status};
+use cas_cluster_tests::history::{self, History};
+use cas_cluster_tests::{HistoryWorkload, TestCluster, Workload, check, wait_status};
 use cas_node::config::Region;
 use cas_node::local_cluster::S3Fault;
 
@@ -188,5 +189,279 @@ async fn s3_errors_and_timeouts_for_a_while() {
     );
     assert!(report.failed > 0, "the S3 faults were not felt");
     check(&tc, &report.acked, &nodes).await;
+    tc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_restarted_mid_snapshot_under_load() {
+    let mut tc = TestCluster::start("us-east-1=2,eu-west-3=2,ap-southeast-1=1").await;
+    tc.keep_logs_on_panic();
+    let nodes = all_nodes(&tc);
+    let leader = tc.cluster.leader(Duration::from_secs(10)).await.unwrap();
+    let follower = *nodes.iter().rev().find(|id| **id != leader).unwrap();
+    let others: Vec<u64> = nodes.iter().copied().filter(|id| *id != follower).collect();
+    let load = Workload::start(&tc, &others, 2);
+    run_for(Duration::from_secs(1)).await;
+
+    // The follower misses entries, and the leader drops them from its log: the
+    // follower can only catch up from a snapshot.
+    tc.cluster.stop(follower).unwrap();
+    run_for(Duration::from_secs(3)).await;
+    let leader = tc.cluster.leader(Duration::from_secs(10)).await.unwrap();
+    let snapshot = tc.cluster.compact(leader).await.unwrap();
+    wait_status(
+        &tc,
+        "the leader's log compacted",
+        Duration::from_secs(30),
+        |s| s.node_id == leader && s.purged_index.is_some_and(|p| p >= snapshot),
+    )
+    .await;
+
+    // Snapshot transfers now stay open after their last byte: the follower is
+    // killed while it receives one.
+    tc.cluster.stall_snapshots(Duration::from_secs(20)).unwrap();
+    run_for(Duration::from_millis(300)).await;
+    tc.cluster.restart(follower).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while tc.cluster.snapshots_being_received(follower) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node {follower} was sent no snapshot"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tc.cluster.kill9(follower).unwrap();
+    tc.cluster.stall_snapshots(Duration::ZERO).unwrap();
+    run_for(Duration::from_millis(300)).await;
+
+    // Back again: the partial snapshot is discarded and a whole one installed.
+    tc.cluster.restart(follower).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let caught_up = loop {
+        if let Ok(s) = tc.cluster.node_status(follower).await
+            && s.snapshot_index.is_some_and(|i| i >= snapshot)
+            && s.last_applied.is_some_and(|i| i >= snapshot)
+        {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node {follower} did not install the snapshot"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    run_for(Duration::from_secs(2)).await;
+    let report = load.finish().await;
+    eprintln!(
+        "node {follower} killed while receiving the snapshot at index {snapshot}, then caught up \
+         (snapshot {:?}, applied {:?}); {} uploads acknowledged, {} failed",
+        caught_up.snapshot_index,
+        caught_up.last_applied,
+        report.acked.len(),
+        report.failed
+    );
+    check(&tc, &report.acked, &nodes).await;
+    tc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_history_is_linearizable_through_a_leader_kill() {
+    let mut tc = TestCluster::start("us-east-1=2,eu-west-3=2,ap-southeast-1=1").await;
+    tc.keep_logs_on_panic();
+    let nodes = all_nodes(&tc);
+    let history = std::sync::Arc::new(History::new());
+    let run = HistoryWorkload::start(&tc, &nodes, &nodes, history.clone());
+    run_for(Duration::from_secs(4)).await;
+    let leader = tc.cluster.leader(Duration::from_secs(10)).await.unwrap();
+    tc.cluster.kill9(leader).unwrap();
+    wait_status(&tc, "a new leader", Duration::from_secs(20), |s| {
+        s.role == "Leader" && s.node_id != leader
+    })
+    .await;
+    run_for(Duration::from_secs(3)).await;
+    tc.cluster.restart(leader).await.unwrap();
+    run_for(Duration::from_secs(3)).await;
+    run.finish().await;
+
+    let ops = history.ops();
+    let summary = history::check(&ops).unwrap_or_else(|v| panic!("not linearizable: {v}"));
+    eprintln!(
+        "history of {} operations, leader {leader} killed: {summary:?}",
+        ops.len()
+    );
+    assert!(summary.acked_writes > 0, "{summary:?}");
+    assert!(summary.present_reads > 0, "{summary:?}");
+    assert!(summary.absent_reads > 0, "{summary:?}");
+    assert!(summary.present_queries > 0, "{summary:?}");
+    tc.shutdown().await;
+}
+
+/// The admin API over gRPC with `token`, to node `id`.
+async fn admin_client(
+    tc: &TestCluster,
+    id: u64,
+) -> cas_proto::admin::admin_client::AdminClient<tonic::transport::Channel> {
+    let url = tc
+        .cluster
+        .node(id)
+        .unwrap()
+        .grpc_url()
+        .replace("grpc://", "http://");
+    cas_proto::admin::admin_client::AdminClient::connect(url)
+        .await
+        .unwrap()
+}
+
+fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    req
+}
+
+fn stable_code(s: &tonic::Status) -> &str {
+    s.metadata()
+        .get("x-cas-error-code")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+/// Runs `cas-node admin ARGS` against node `id` and returns its output.
+fn admin_cli(tc: &TestCluster, id: u64, token: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(cas_cluster_tests::node_exe())
+        .arg("admin")
+        .args(args)
+        .env(
+            "CAS_ADMIN_ENDPOINT",
+            tc.cluster.node(id).unwrap().grpc_url(),
+        )
+        .env("CAS_ADMIN_TOKEN", token)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_refuses_bad_requests_and_points_to_the_leader() {
+    use cas_node::auth::Scope;
+    use cas_proto::admin as pb;
+    let mut tc = TestCluster::start("us-east-1=2,eu-west-3=1").await;
+    tc.keep_logs_on_panic();
+    let admin = tc.cluster.token(&[Scope::Admin]).unwrap();
+    let write = tc.token.clone();
+    let leader = tc.cluster.leader(Duration::from_secs(10)).await.unwrap();
+    let follower = *all_nodes(&tc).iter().find(|id| **id != leader).unwrap();
+    let leader_addr = tc
+        .cluster
+        .node(leader)
+        .unwrap()
+        .grpc_url()
+        .replace("grpc://", "");
+
+    // Membership changes on a follower: refused, with the leader's address.
+    let mut c = admin_client(&tc, follower).await;
+    let add = |id: u64, addr: &str, region: &str| pb::AddNodeRequest {
+        id,
+        addr: addr.into(),
+        region: region.into(),
+    };
+    let s = c
+        .add_node(with_token(add(9, "127.0.0.1:1", "eu-west-3"), &admin))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), tonic::Code::Unavailable, "{s:?}");
+    assert_eq!(stable_code(&s), "index_not_leader", "{s:?}");
+    assert_eq!(
+        s.metadata()
+            .get("x-cas-leader")
+            .and_then(|v| v.to_str().ok()),
+        Some(leader_addr.as_str())
+    );
+    let s = c
+        .remove_node(with_token(pb::RemoveNodeRequest { id: leader }, &admin))
+        .await
+        .unwrap_err();
+    assert_eq!(stable_code(&s), "index_not_leader", "{s:?}");
+
+    // Tokens: none, or a write token, are refused before anything is looked at.
+    let s = c
+        .status(tonic::Request::new(pb::StatusRequest {}))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), tonic::Code::Unauthenticated, "{s:?}");
+    let s = c
+        .status(with_token(pb::StatusRequest {}, &write))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+
+    // Bad membership changes on the leader: refused with a stable code, nothing changed.
+    let before = tc.cluster.status().await.unwrap();
+    let mut c = admin_client(&tc, leader).await;
+    for (req, what) in [
+        (add(0, "127.0.0.1:1", "eu-west-3"), "id 0"),
+        (add(9, "not an address", "eu-west-3"), "address"),
+        (add(9, "127.0.0.1:1", "mars-1"), "region"),
+    ] {
+        let s = c.add_node(with_token(req, &admin)).await.unwrap_err();
+        assert_eq!(s.code(), tonic::Code::InvalidArgument, "{what}: {s:?}");
+        assert_eq!(
+            stable_code(&s),
+            "invalid_membership_change",
+            "{what}: {s:?}"
+        );
+    }
+    let s = c
+        .add_node(with_token(add(leader, "127.0.0.1:1", "eu-west-3"), &admin))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), tonic::Code::FailedPrecondition, "{s:?}");
+    assert_eq!(stable_code(&s), "invalid_membership_change", "{s:?}");
+    for (id, what) in [(99, "an unknown node"), (leader, "the leader itself")] {
+        let s = c
+            .remove_node(with_token(pb::RemoveNodeRequest { id }, &admin))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            stable_code(&s),
+            "invalid_membership_change",
+            "{what}: {s:?}"
+        );
+    }
+    let s = c
+        .transfer_leader(with_token(pb::TransferLeaderRequest { to: 99 }, &admin))
+        .await
+        .unwrap_err();
+    assert_eq!(stable_code(&s), "invalid_membership_change", "{s:?}");
+    let after = tc.cluster.status().await.unwrap();
+    assert_eq!(before.members, after.members);
+
+    // The CLI: status from a follower names the leader; compaction reports its index.
+    let out = admin_cli(&tc, follower, &admin, &["--json", "status"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["leader"], leader);
+    assert_eq!(json["members"].as_array().unwrap().len(), 3);
+    let out = admin_cli(&tc, leader, &admin, &["compact"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("snapshot at log index "),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = admin_cli(&tc, leader, &write, &["status"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("PermissionDenied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     tc.shutdown().await;
 }

@@ -41,6 +41,9 @@ pub enum AdminCommand {
     /// The leadership.
     #[command(subcommand)]
     Leader(LeaderCommand),
+    /// Snapshot the index of the node at --endpoint now and drop the log entries the
+    /// snapshot covers (followers that lack them catch up from the snapshot).
+    Compact,
 }
 
 /// Membership changes.
@@ -125,6 +128,7 @@ fn refused(endpoint: &str, s: &tonic::Status) -> anyhow::Error {
 pub async fn run(target: AdminTarget, command: AdminCommand) -> anyhow::Result<()> {
     let status = match command {
         AdminCommand::Status => status(&target).await?,
+        AdminCommand::Compact => return compact(&target).await,
         AdminCommand::Node(NodeCommand::Add { id, addr, region }) => {
             on_leader(&target, |mut c, token| {
                 let msg = pb::AddNodeRequest {
@@ -154,6 +158,30 @@ pub async fn run(target: AdminTarget, command: AdminCommand) -> anyhow::Result<(
         }
     };
     print_status(&status, target.json)
+}
+
+/// Compacts the index of the node at the endpoint and prints what it did.
+async fn compact(target: &AdminTarget) -> anyhow::Result<()> {
+    let mut c = connect(&target.endpoint).await?;
+    let r = c
+        .compact(request(&target.token, pb::CompactRequest {})?)
+        .await
+        .map_err(|s| refused(&target.endpoint, &s))?
+        .into_inner();
+    if target.json {
+        let out = serde_json::json!({
+            "snapshot_index": r.snapshot_index,
+            "purged_index": r.purged_index,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "snapshot at log index {}; log removed up to {}",
+            r.snapshot_index,
+            r.purged_index.map_or("-".into(), |i| i.to_string())
+        );
+    }
+    Ok(())
 }
 
 /// The status from the given node, with lag figures from the leader when it is
@@ -246,6 +274,8 @@ fn print_status(s: &pb::ClusterStatus, json: bool) -> anyhow::Result<()> {
             "term": s.term,
             "last_log_index": s.last_log_index,
             "last_applied": s.last_applied,
+            "snapshot_index": s.snapshot_index,
+            "purged_index": s.purged_index,
             "members": members,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);

@@ -126,8 +126,8 @@ fn watch_faults(
     tracing::warn!(file = %path.display(), "fault injection is on");
     tokio::spawn(async move {
         loop {
-            match crate::index::Partition::read_file(&path) {
-                Ok(isolated) => index.peers().partition().set(isolated),
+            match crate::index::FaultFile::read(&path) {
+                Ok(faults) => index.peers().faults().apply(&faults),
                 Err(e) => {
                     tracing::warn!(file = %path.display(), error = %e, "unreadable fault file")
                 }

@@ -10,6 +10,7 @@
 //! - [`network`]: the Raft network: the members' `Peer` gRPC services over one
 //!   reused channel per peer, with optional simulated region latency;
 //! - [`wire`]: the Raft RPC messages on the wire;
+//! - [`faults`]: injected faults (partitions, stalled snapshots) for drills and tests;
 //! - [`error`]: [`IndexError`] with stable codes.
 //!
 //! [`Index`] is what the service calls. Writes ([`Index::write`]) go through Raft
@@ -27,6 +28,7 @@
 
 pub mod codec;
 pub mod error;
+pub mod faults;
 pub mod log_store;
 pub mod membership;
 pub mod network;
@@ -39,8 +41,9 @@ pub mod wire;
 mod tests;
 
 pub use error::IndexError;
+pub use faults::{FaultFile, Faults};
 pub use membership::{MemberStatus, desired_voters};
-pub use network::{LinkDelays, Partition, PeerError, Peers};
+pub use network::{LinkDelays, PeerError, Peers};
 pub use types::{IndexCommand, IndexRaft, NodeInfo, SnapshotFile, TypeConfig, node_info};
 
 use std::collections::BTreeMap;
@@ -83,6 +86,8 @@ pub struct IndexStatus {
     pub last_applied: Option<u64>,
     /// The index of the last entry the latest snapshot includes.
     pub snapshot: Option<u64>,
+    /// The index of the last entry removed from the log.
+    pub purged: Option<u64>,
     /// The voters of the current membership (ascending).
     pub voters: Vec<u64>,
     /// The learners of the current membership (ascending).
@@ -611,9 +616,38 @@ impl Index {
             last_log_index: m.last_log_index,
             last_applied: m.last_applied.as_ref().map(|l| l.index),
             snapshot: m.snapshot.as_ref().map(|l| l.index),
+            purged: m.purged.as_ref().map(|l| l.index),
             voters: membership.voter_ids().collect(),
             learners: membership.learner_ids().collect(),
         }
+    }
+
+    /// Builds a snapshot of everything applied so far and asks Raft to remove the log
+    /// entries it covers; returns the snapshot's last index once it is built. The
+    /// removal itself may finish later (a leader keeps entries a follower is still
+    /// being sent); [`IndexStatus::purged`] tells when.
+    pub async fn compact(&self) -> Result<u64, IndexError> {
+        let applied = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .last_applied
+            .map(|l| l.index)
+            .ok_or_else(|| IndexError::Unavailable("nothing applied yet".into()))?;
+        self.raft.trigger().snapshot().await.map_err(fatal)?;
+        let metrics = self
+            .raft
+            .wait(Some(REQUEST_TIMEOUT))
+            .metrics(
+                |m| m.snapshot.is_some_and(|s| s.index >= applied),
+                "snapshot built",
+            )
+            .await
+            .map_err(|e| IndexError::Unavailable(e.to_string()))?;
+        let index = metrics.snapshot.map_or(applied, |s| s.index);
+        self.raft.trigger().purge_log(index).await.map_err(fatal)?;
+        tracing::info!(node = self.node_id, snapshot = index, "index compacted");
+        Ok(index)
     }
 
     /// The Raft instance (snapshots, membership changes, metrics).

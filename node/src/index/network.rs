@@ -16,6 +16,7 @@ use bytes::Bytes;
 use cas_proto::index::{Command, CommandResult};
 use cas_proto::raft as pb;
 use cas_proto::raft::peer_client::PeerClient;
+use futures::StreamExt as _;
 use openraft::OptionalSend;
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
@@ -26,6 +27,7 @@ use openraft::raft::{
 use tonic::transport::{Channel, Endpoint};
 
 use super::codec::{log_id_from_pb, snapshot_meta_to_pb, vote_to_pb};
+use super::faults::Faults;
 use super::types::{LogId, NodeInfo, Snapshot, SnapshotFile, TypeConfig, Vote};
 use super::wire;
 use crate::auth::NodeCredential;
@@ -63,51 +65,6 @@ impl LinkDelays {
             (Some(from), Ok(to)) => from.round_trip(to) / 2,
             _ => Duration::ZERO,
         }
-    }
-}
-
-/// A simulated network partition: regions cut off from every other region (calls
-/// within a region still pass). Nodes read it from `cluster.fault_file` (tests and
-/// drills only); the cut applies to every node-to-node call, in both directions,
-/// because every node reads the same file.
-#[derive(Debug, Default)]
-pub struct Partition {
-    isolated: std::sync::RwLock<std::collections::BTreeSet<String>>,
-}
-
-impl Partition {
-    /// Whether a call between a node in region `a` and one in region `b` is cut.
-    pub fn blocks(&self, a: &str, b: &str) -> bool {
-        let isolated = self.isolated.read().unwrap_or_else(|e| e.into_inner());
-        a != b && (isolated.contains(a) || isolated.contains(b))
-    }
-
-    /// Cuts off `regions` (and heals every other region).
-    pub fn set(&self, regions: impl IntoIterator<Item = String>) {
-        let new: std::collections::BTreeSet<String> = regions.into_iter().collect();
-        let mut isolated = self.isolated.write().unwrap_or_else(|e| e.into_inner());
-        if *isolated != new {
-            tracing::warn!(isolated = ?new, "simulated partition changed");
-            *isolated = new;
-        }
-    }
-
-    /// Reads a fault file: `{"isolated": ["ap-southeast-1", ...]}`; a missing file
-    /// means no partition.
-    pub fn read_file(path: &std::path::Path) -> std::io::Result<Vec<String>> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        #[derive(serde::Deserialize)]
-        struct FaultFile {
-            #[serde(default)]
-            isolated: Vec<String>,
-        }
-        let f: FaultFile = serde_json::from_str(&text)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-        Ok(f.isolated)
     }
 }
 
@@ -231,7 +188,7 @@ pub struct Peers {
     credential: Option<NodeCredential>,
     delays: LinkDelays,
     region: String,
-    partition: Partition,
+    faults: Faults,
 }
 
 impl Peers {
@@ -243,13 +200,13 @@ impl Peers {
             credential,
             delays,
             region: region.to_owned(),
-            partition: Partition::default(),
+            faults: Faults::default(),
         })
     }
 
-    /// The simulated partition calls obey.
-    pub fn partition(&self) -> &Partition {
-        &self.partition
+    /// The injected faults calls obey (drills and tests).
+    pub fn faults(&self) -> &Faults {
+        &self.faults
     }
 
     /// The client of member `id` at `node`, on its cached channel (a new one when the
@@ -317,7 +274,7 @@ impl Peers {
         F: FnOnce(PeerClient<Channel>, tonic::Request<M>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        if self.partition.blocks(&self.region, &node.region) {
+        if self.faults.blocks(&self.region, &node.region) {
             return Err(PeerError::Unreachable {
                 node: id,
                 addr: node.addr.clone(),
@@ -526,7 +483,11 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
             data: Bytes::new(),
         };
         let parts = snapshot_parts(snapshot.snapshot);
-        let stream = futures::StreamExt::chain(futures::stream::iter([first]), parts);
+        // An injected stall holds the transfer open after its last part.
+        let stall = self.peers.faults().snapshot_stall();
+        let hold = futures::stream::once(tokio::time::sleep(stall))
+            .filter_map(|()| std::future::ready(None::<pb::SnapshotChunk>));
+        let stream = futures::stream::iter([first]).chain(parts).chain(hold);
         // The transfer itself has no deadline (the file may be large); cancelling is
         // openraft's to decide.
         let send = self.peers.call(
@@ -633,26 +594,5 @@ mod tests {
         assert_eq!(LinkDelays::none().one_way("eu-west-3"), Duration::ZERO);
         let eu = LinkDelays::simulated(Region::EuWest3);
         assert_eq!(eu.one_way("ap-southeast-1"), Duration::from_millis(75));
-    }
-
-    #[test]
-    fn partitions_cut_calls_across_isolated_regions_only() {
-        let p = Partition::default();
-        assert!(!p.blocks("us-east-1", "ap-southeast-1"));
-        p.set(["ap-southeast-1".to_owned()]);
-        assert!(p.blocks("us-east-1", "ap-southeast-1"));
-        assert!(p.blocks("ap-southeast-1", "eu-west-3"));
-        assert!(!p.blocks("us-east-1", "eu-west-3"));
-        assert!(!p.blocks("ap-southeast-1", "ap-southeast-1"));
-        p.set([]);
-        assert!(!p.blocks("us-east-1", "ap-southeast-1"));
-
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("faults.json");
-        assert!(Partition::read_file(&f).unwrap().is_empty());
-        std::fs::write(&f, r#"{"isolated": ["eu-west-3"]}"#).unwrap();
-        assert_eq!(Partition::read_file(&f).unwrap(), ["eu-west-3"]);
-        std::fs::write(&f, "{").unwrap();
-        assert!(Partition::read_file(&f).is_err());
     }
 }

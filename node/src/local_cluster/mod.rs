@@ -22,6 +22,7 @@ use tonic::transport::Channel;
 use crate::auth::{Scope, Tokens};
 
 use crate::config::{Region, Secret};
+use crate::index::FaultFile;
 use crate::store::{LocalS3, LocalS3Config};
 mod s3_proxy;
 
@@ -182,6 +183,8 @@ pub struct LocalCluster {
     tokens: Tokens,
     nodes: BTreeMap<u64, LocalNode>,
     next_id: u64,
+    /// The faults written to the fault file.
+    faults: std::sync::Mutex<FaultFile>,
 }
 
 /// A free loopback port (bound, then released for the node to take).
@@ -231,6 +234,7 @@ impl LocalCluster {
             tokens,
             nodes: BTreeMap::new(),
             next_id: 1,
+            faults: std::sync::Mutex::new(FaultFile::default()),
         };
         let mut first = true;
         for (region, n) in spec.layout.0.clone() {
@@ -434,24 +438,36 @@ log_filter = "{filter}"
     /// Cuts `regions` off from the others (node-to-node calls across the cut fail);
     /// an empty list heals every cut. Nodes apply it within 100 ms.
     pub fn isolate(&self, regions: &[Region]) -> Result<(), LocalClusterError> {
+        self.change_faults(|f| f.isolated = regions.iter().map(|r| r.to_string()).collect())
+    }
+
+    /// Holds every snapshot transfer open for `stall` after its last byte (zero lifts
+    /// it), so a node can be stopped while it receives a snapshot. Nodes apply it
+    /// within 100 ms.
+    pub fn stall_snapshots(&self, stall: Duration) -> Result<(), LocalClusterError> {
+        let ms = u64::try_from(stall.as_millis()).unwrap_or(u64::MAX);
+        self.change_faults(|f| f.snapshot_stall_ms = ms)
+    }
+
+    fn change_faults(&self, change: impl FnOnce(&mut FaultFile)) -> Result<(), LocalClusterError> {
         if !self.spec.fault_injection {
             return Err(LocalClusterError::Node(
                 "fault injection is off for this cluster".into(),
             ));
         }
-        let names: Vec<&str> = regions.iter().map(|r| r.as_str()).collect();
-        let text = format!(
-            "{{\"isolated\": [{}]}}",
-            names
-                .iter()
-                .map(|n| format!("{n:?}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        change(&mut faults);
         let path = self.fault_file();
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, text).map_err(io(format!("writing {}", tmp.display())))?;
-        std::fs::rename(&tmp, &path).map_err(io(format!("writing {}", path.display())))
+        faults
+            .write(&path)
+            .map_err(io(format!("writing {}", path.display())))
+    }
+
+    /// Snapshot files node `id` is receiving now (they live until installed).
+    pub fn snapshots_being_received(&self, id: u64) -> usize {
+        self.node(id)
+            .and_then(|n| std::fs::read_dir(n.data_dir.join("index").join("incoming")).ok())
+            .map_or(0, |entries| entries.filter_map(Result::ok).count())
     }
 
     /// Makes S3 fail (or heals it) for every node, through the proxy.
@@ -529,6 +545,40 @@ log_filter = "{filter}"
             }
         }
         last.ok_or_else(|| LocalClusterError::Node("no node answered".into()))
+    }
+
+    /// The group as node `id` itself sees it (its own log and snapshot positions).
+    pub async fn node_status(&self, id: u64) -> Result<pb::ClusterStatus, LocalClusterError> {
+        let addr = self
+            .node(id)
+            .ok_or_else(|| LocalClusterError::Node(format!("no node {id}")))?
+            .grpc;
+        let mut c = self.admin(addr).await?;
+        let s = c
+            .status(self.admin_request(pb::StatusRequest {})?)
+            .await
+            .map_err(|s| {
+                LocalClusterError::Node(format!("status of node {id}: {}", s.message()))
+            })?;
+        Ok(s.into_inner())
+    }
+
+    /// Compacts node `id`'s index: a snapshot now, and the log it covers removed
+    /// (on a leader, once no follower still needs it). Returns the snapshot's last
+    /// log index.
+    pub async fn compact(&self, id: u64) -> Result<u64, LocalClusterError> {
+        let addr = self
+            .node(id)
+            .ok_or_else(|| LocalClusterError::Node(format!("no node {id}")))?
+            .grpc;
+        let mut c = self.admin(addr).await?;
+        let r = c
+            .compact(self.admin_request(pb::CompactRequest {})?)
+            .await
+            .map_err(|s| {
+                LocalClusterError::Node(format!("compacting node {id}: {}", s.message()))
+            })?;
+        Ok(r.into_inner().snapshot_index)
     }
 
     /// The current leader's id, waiting (bounded) for one.

@@ -7,7 +7,7 @@ use cas_proto::admin as pb;
 use cas_proto::admin::admin_server::{Admin, AdminServer};
 use tonic::{Request, Response, Status};
 
-use super::{authorize, index_status};
+use super::{authorize, coded, index_status};
 use crate::auth::{Scope, Tokens};
 use crate::index::{Index, IndexError, NodeInfo};
 
@@ -62,8 +62,17 @@ impl AdminApi {
             last_log_index: s.last_log_index,
             last_applied: s.last_applied,
             members,
+            snapshot_index: s.snapshot,
+            purged_index: s.purged,
         }
     }
+}
+
+/// A membership change refused for its malformed input (INVALID_ARGUMENT; changes
+/// refused for the group's state are FAILED_PRECONDITION).
+fn malformed(message: String) -> Status {
+    let e = IndexError::InvalidMembership(message);
+    coded(tonic::Code::InvalidArgument, e.code(), e.to_string())
 }
 
 #[tonic::async_trait]
@@ -83,21 +92,16 @@ impl Admin for AdminApi {
         self.authorize(&req)?;
         let r = req.into_inner();
         if r.id == 0 {
-            return Err(index_status(IndexError::InvalidMembership(
-                "node ids start at 1".into(),
-            )));
+            return Err(malformed("node ids start at 1".into()));
         }
         if r.addr.parse::<std::net::SocketAddr>().is_err() {
-            return Err(index_status(IndexError::InvalidMembership(format!(
+            return Err(malformed(format!(
                 "{:?} is not a socket address (IP:PORT)",
                 r.addr
-            ))));
+            )));
         }
         if r.region.parse::<crate::config::Region>().is_err() {
-            return Err(index_status(IndexError::InvalidMembership(format!(
-                "{:?} is not a region",
-                r.region
-            ))));
+            return Err(malformed(format!("{:?} is not a region", r.region)));
         }
         self.index
             .add_node(r.id, NodeInfo::new(r.addr, r.region))
@@ -128,5 +132,17 @@ impl Admin for AdminApi {
             .await
             .map_err(index_status)?;
         Ok(Response::new(self.status()))
+    }
+
+    async fn compact(
+        &self,
+        req: Request<pb::CompactRequest>,
+    ) -> Result<Response<pb::CompactResponse>, Status> {
+        self.authorize(&req)?;
+        let snapshot_index = self.index.compact().await.map_err(index_status)?;
+        Ok(Response::new(pb::CompactResponse {
+            snapshot_index,
+            purged_index: self.index.status().purged,
+        }))
     }
 }
