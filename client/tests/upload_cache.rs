@@ -14,13 +14,14 @@ use cas_compat::datasets;
 use cas_core::MerkleHash;
 use cas_core::shard::parse_shard;
 use reqwest::StatusCode;
+use sha2::Digest;
 
 /// A CAS server in memory.
 struct MemServer {
     /// Stored xorbs and their sizes.
     xorbs: Mutex<HashMap<MerkleHash, usize>>,
-    /// Registered files.
-    files: Mutex<Vec<MerkleHash>>,
+    /// Registered files: hash and SHA-256.
+    files: Mutex<Vec<(MerkleHash, Option<[u8; 32]>)>>,
     fetcher: Fetcher,
 }
 
@@ -78,7 +79,7 @@ impl Transport for MemServer {
         }
         drop(xorbs);
         let mut files = self.files.lock().unwrap();
-        files.extend(parsed.shard.files.iter().map(|f| f.file_hash));
+        files.extend(parsed.shard.files.iter().map(|f| (f.file_hash, f.sha256)));
         Ok(())
     }
 
@@ -144,6 +145,7 @@ async fn an_edited_file_reuses_every_xorb_of_its_first_version() {
     assert!(first.xorbs_sent >= 1);
     let bucket_v1 = server.stored_bytes();
 
+    let mut registered = Vec::new();
     for insert in [false, true] {
         std::fs::write(&path, edit(&v1, insert)).unwrap();
         let before = server.stored_bytes();
@@ -151,6 +153,9 @@ async fn an_edited_file_reuses_every_xorb_of_its_first_version() {
             .await
             .unwrap();
         assert!(r.cache_shards_used >= 1 && !r.cache_dropped);
+        // The fast path verified v1's chunks instead of chunking the file again.
+        assert!(r.chunks_reused > 300, "{} chunks reused", r.chunks_reused);
+        registered.push(server.files.lock().unwrap().last().copied().unwrap());
         // One or two chunks change: a few hundred KiB at most, against 24 MiB.
         assert!(
             r.bytes_sent() < 1 << 20,
@@ -166,13 +171,25 @@ async fn an_edited_file_reuses_every_xorb_of_its_first_version() {
         );
     }
 
-    // Without the cache, the same edit is packed and sent again whole (this server
-    // answers no dedup query).
-    std::fs::write(&path, edit(&v1, false)).unwrap();
-    let plain = upload_paths(&server, &[path], &UploadOptions::default())
+    // Without the cache, the same edits are packed and sent again whole (this
+    // server answers no dedup query), and registered exactly as with it.
+    for (insert, with_cache) in [false, true].into_iter().zip(registered) {
+        std::fs::write(&path, edit(&v1, insert)).unwrap();
+        let plain = upload_paths(
+            &server,
+            std::slice::from_ref(&path),
+            &UploadOptions::default(),
+        )
         .await
         .unwrap();
-    assert!(plain.new_bytes > 20 << 20);
+        assert!(plain.new_bytes > 20 << 20 && plain.chunks_reused == 0);
+        let without = server.files.lock().unwrap().last().copied().unwrap();
+        assert_eq!(with_cache, without);
+        assert_eq!(
+            without.1.unwrap(),
+            <[u8; 32]>::from(sha2::Sha256::digest(edit(&v1, insert)))
+        );
+    }
 }
 
 #[tokio::test]

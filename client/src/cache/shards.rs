@@ -14,7 +14,7 @@ use cas_core::MerkleHash;
 use cas_core::hash::shard_hash;
 use cas_core::shard::ParsedShard;
 
-use super::{CacheError, safe_name, write_atomic};
+use super::{CacheError, evict_oldest, list_files, safe_name, write_atomic};
 use crate::transfer::usable_answer;
 
 /// Extension of cached shard files.
@@ -94,6 +94,11 @@ impl CachedShards {
     }
 }
 
+/// Whether a cache file is a shard.
+fn is_shard(path: &Path) -> bool {
+    path.extension().is_some_and(|x| x == EXT)
+}
+
 /// Refreshes a file's modification time (best effort).
 fn touch(path: &Path) {
     if let Ok(f) = std::fs::File::options().append(true).open(path) {
@@ -119,19 +124,7 @@ impl ShardCache {
 
     /// The cached shard files with their sizes and modification times.
     fn entries(&self) -> Vec<(PathBuf, u64, SystemTime)> {
-        let Ok(dir) = std::fs::read_dir(&self.dir) else {
-            return Vec::new();
-        };
-        dir.filter_map(Result::ok)
-            .filter(|e| e.path().extension().is_some_and(|x| x == EXT))
-            .filter_map(|e| {
-                let m = e.metadata().ok()?;
-                m.is_file().then(|| {
-                    let t = m.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-                    (e.path(), m.len(), t)
-                })
-            })
-            .collect()
+        list_files(&self.dir, is_shard)
     }
 
     /// Reads every cached shard. Unreadable, corrupt or expired ones (at `now`,
@@ -171,23 +164,7 @@ impl ShardCache {
 
     /// Removes the oldest shards until the rest fit the size bound.
     pub fn evict(&self) -> Result<(), CacheError> {
-        let mut entries = self.entries();
-        let mut total: u64 = entries.iter().map(|e| e.1).sum();
-        if total <= self.max_bytes {
-            return Ok(());
-        }
-        entries.sort_by(|a, b| a.2.cmp(&b.2));
-        for (path, len, _) in entries {
-            if total <= self.max_bytes {
-                break;
-            }
-            match std::fs::remove_file(&path) {
-                Ok(()) => total -= len,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => total -= len,
-                Err(e) => return Err(CacheError::io(path, e)),
-            }
-        }
-        Ok(())
+        evict_oldest(&self.dir, self.max_bytes, is_shard)
     }
 
     /// Forgets every shard cached for this endpoint.

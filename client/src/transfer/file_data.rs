@@ -11,6 +11,7 @@ use memmap2::{Advice, Mmap};
 use sha2::{Digest, Sha256};
 
 use super::TransferError;
+use crate::cache::manifest::{CHECKPOINT_INTERVAL, Checkpoint};
 use crate::pipeline::PipelineError;
 
 /// A file's bytes, mapped read-only (an empty file maps nothing).
@@ -48,30 +49,55 @@ impl Deref for FileData {
     }
 }
 
-/// A SHA-256 being computed on its own thread.
+/// A file's SHA-256, being computed on its own thread (or known already), with
+/// the hasher's state every [`CHECKPOINT_INTERVAL`] bytes.
 #[derive(Debug)]
-pub struct Sha256Job(JoinHandle<[u8; 32]>);
+pub enum Sha256Job {
+    /// Hashing on a thread.
+    Running(JoinHandle<([u8; 32], Vec<Checkpoint>)>),
+    /// Known already: the digest and the checkpoints.
+    Done([u8; 32], Vec<Checkpoint>),
+}
 
 impl Sha256Job {
     /// Starts hashing `data[from..]` on a new thread, continuing `state` (a fresh
-    /// hasher hashes the whole input).
-    pub fn spawn(data: Arc<FileData>, state: Sha256, from: usize) -> Result<Self, TransferError> {
+    /// hasher and `from = 0` hash the whole input). `from` must be a multiple of
+    /// [`CHECKPOINT_INTERVAL`]; `earlier` are the checkpoints before it.
+    pub fn spawn(
+        data: Arc<FileData>,
+        state: Sha256,
+        from: u64,
+        earlier: Vec<Checkpoint>,
+    ) -> Result<Self, TransferError> {
         std::thread::Builder::new()
             .name("cas-sha256".into())
             .spawn(move || {
                 let mut h = state;
-                h.update(&data[from.min(data.len())..]);
-                h.finalize().into()
+                let mut checkpoints = earlier;
+                let len = data.len() as u64;
+                let mut pos = from.min(len);
+                while pos < len {
+                    let next = ((pos / CHECKPOINT_INTERVAL + 1) * CHECKPOINT_INTERVAL).min(len);
+                    h.update(&data[pos as usize..next as usize]);
+                    pos = next;
+                    if pos % CHECKPOINT_INTERVAL == 0 {
+                        checkpoints.push(Checkpoint::of(&h, pos));
+                    }
+                }
+                (h.finalize().into(), checkpoints)
             })
-            .map(Sha256Job)
+            .map(Sha256Job::Running)
             .map_err(|e| TransferError::Task(format!("cannot start the SHA-256 thread: {e}")))
     }
 
-    /// Waits for the digest.
-    pub fn join(self) -> Result<[u8; 32], PipelineError> {
-        self.0
-            .join()
-            .map_err(|_| PipelineError::Sha256("the hashing thread panicked".into()))
+    /// Waits for the digest and the checkpoints.
+    pub fn join(self) -> Result<([u8; 32], Vec<Checkpoint>), PipelineError> {
+        match self {
+            Sha256Job::Running(h) => h
+                .join()
+                .map_err(|_| PipelineError::Sha256("the hashing thread panicked".into())),
+            Sha256Job::Done(d, c) => Ok((d, c)),
+        }
     }
 }
 
@@ -90,18 +116,38 @@ mod tests {
         std::fs::write(&full, &bytes).unwrap();
         let data = Arc::new(FileData::open(&full).unwrap());
         assert_eq!(&data[..], &bytes[..]);
-        let whole = Sha256Job::spawn(data.clone(), Sha256::new(), 0).unwrap();
-        assert_eq!(
-            whole.join().unwrap(),
-            <[u8; 32]>::from(Sha256::digest(&bytes))
-        );
-        let mut head = Sha256::new();
-        head.update(&bytes[..640]);
-        let rest = Sha256Job::spawn(data, head, 640).unwrap();
-        assert_eq!(
-            rest.join().unwrap(),
-            <[u8; 32]>::from(Sha256::digest(&bytes))
-        );
+        let digest: [u8; 32] = Sha256::digest(&bytes).into();
+        let whole = Sha256Job::spawn(data, Sha256::new(), 0, Vec::new()).unwrap();
+        assert_eq!(whole.join().unwrap(), (digest, Vec::new()));
         assert!(FileData::open(&dir.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn checkpoints_resume_the_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big");
+        let len = 2 * CHECKPOINT_INTERVAL as usize + 1000;
+        let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let data = Arc::new(FileData::open(&path).unwrap());
+        let digest: [u8; 32] = Sha256::digest(&bytes).into();
+        let (d, cps) = Sha256Job::spawn(data.clone(), Sha256::new(), 0, Vec::new())
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(d, digest);
+        let offsets: Vec<u64> = cps.iter().map(|c| c.offset).collect();
+        assert_eq!(offsets, [CHECKPOINT_INTERVAL, 2 * CHECKPOINT_INTERVAL]);
+        let first = &cps[0];
+        let resumed = Sha256Job::spawn(
+            data,
+            first.resume().unwrap(),
+            first.offset,
+            cps[..1].to_vec(),
+        )
+        .unwrap()
+        .join()
+        .unwrap();
+        assert_eq!(resumed, (digest, cps));
     }
 }

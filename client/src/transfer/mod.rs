@@ -8,6 +8,7 @@
 
 pub mod download;
 pub mod file_data;
+pub mod scan;
 pub mod transport;
 pub mod upload;
 

@@ -20,14 +20,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use cas_core::MerkleHash;
-use cas_core::chunking::{Chunk, chunk_and_hash_parallel};
+use cas_core::chunking::Chunk;
 use cas_core::constants::MAX_SHARD_BYTES;
 use cas_core::dedup::should_query_global_dedup;
 use cas_core::shard::{HEADER_SIZE, ParsedShard, RECORD_SIZE, Shard, parse_shard};
 use futures::StreamExt;
-use sha2::{Digest, Sha256};
 
-use super::file_data::{FileData, Sha256Job};
+use super::file_data::FileData;
+use super::scan::{Scanned, manifest_of, scan};
 use super::transport::Transport;
 use super::{Progress, ProgressFn, TransferError, report};
 use crate::cache::{CachedShards, LocalCache};
@@ -122,6 +122,9 @@ pub struct UploadReport {
     pub dedup_hits: usize,
     /// Answers not used: unparsable, expired, or the query failed.
     pub dedup_answers_ignored: usize,
+    /// Chunks verified against the manifest of an earlier upload of the same
+    /// path instead of being chunked again (the fast path for edited files).
+    pub chunks_reused: usize,
     /// Shards of the local cache that located chunks of this upload.
     pub cache_shards_used: usize,
     /// Whether the server refused a shard built from the local cache, so the
@@ -333,14 +336,22 @@ impl<'a, T: Transport> Uploader<'a, T> {
         );
         let threads = self.opts.chunk_threads.max(1);
         let owned = path.to_path_buf();
-        // The SHA-256 runs on its own thread while the file is chunked, hashed and packed.
-        let (data, chunks, sha256) = tokio::task::spawn_blocking(move || {
+        let manifests = self.opts.cache.as_ref().map(|c| c.manifests.clone());
+        // The SHA-256 runs on its own thread while the file is chunked, hashed and
+        // packed; a manifest of the path's last upload spares re-chunking what did not change.
+        let (data, scanned) = tokio::task::spawn_blocking(move || {
             let data = Arc::new(FileData::open(&owned)?);
-            let sha256 = Sha256Job::spawn(data.clone(), Sha256::new(), 0)?;
-            let chunks = chunk_and_hash_parallel(&data, threads);
-            Ok::<_, TransferError>((data, chunks, sha256))
+            let manifest = manifests.as_ref().and_then(|m| m.load(&owned));
+            let scanned = scan(&data, manifest.as_ref(), threads)?;
+            Ok::<_, TransferError>((data, scanned))
         })
         .await??;
+        let Scanned {
+            chunks,
+            sha256,
+            reused,
+        } = scanned;
+        self.report.chunks_reused += reused;
 
         let estimate = shard_estimate(chunks.len());
         let full = self.batch_new_bytes + data.len() as u64 > self.opts.batch_bytes
@@ -357,19 +368,32 @@ impl<'a, T: Transport> Uploader<'a, T> {
         let (tx, mut rx) = tokio::sync::mpsc::channel(self.opts.xorb_concurrency.max(1));
         let packing = tokio::task::spawn_blocking(move || {
             let mut session = session;
-            let summary =
-                session.add_file_with_sha256(&data, &chunks, || sha256.join(), &mut |x| {
-                    tx.blocking_send(x).is_ok()
-                });
-            (session, summary, chunks)
+            let mut hashed = None;
+            let summary = session.add_file_with_sha256(
+                &data,
+                &chunks,
+                || {
+                    let (digest, checkpoints) = sha256.join()?;
+                    hashed = Some((digest, checkpoints));
+                    Ok(digest)
+                },
+                &mut |x| tx.blocking_send(x).is_ok(),
+            );
+            (session, summary, chunks, hashed)
         });
         let filled = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
         let (packed, sent) = tokio::join!(packing, self.send_xorbs(filled));
         sent?;
-        let (session, summary, chunks) = packed?;
+        let (session, summary, chunks, hashed) = packed?;
         self.session = session;
         let summary = summary?;
         self.known.extend(chunks.iter().map(|c| c.hash));
+        if let (Some(cache), Some((digest, checkpoints))) = (&self.opts.cache, hashed) {
+            // Best effort: without a manifest the next upload of this path scans it all.
+            let manifest = manifest_of(&chunks, summary.size, digest, checkpoints);
+            let (store, owned) = (cache.manifests.clone(), path.to_path_buf());
+            let _ = tokio::task::spawn_blocking(move || store.save(&owned, &manifest)).await;
+        }
 
         self.batch_files += 1;
         self.batch_new_bytes += summary.new_bytes;
