@@ -127,7 +127,7 @@ impl Manifest {
             && total == size
             && checkpoints
                 .iter()
-                .all(|c| c.offset % 64 == 0 && c.offset <= size);
+                .all(|c| c.offset.is_multiple_of(64) && c.offset <= size);
         consistent.then_some(Manifest {
             size,
             chunks,

@@ -132,7 +132,7 @@ pub(crate) fn evict_oldest(
     if total <= max_bytes {
         return Ok(());
     }
-    entries.sort_by(|a, b| a.2.cmp(&b.2));
+    entries.sort_by_key(|e| e.2);
     for (path, len, _) in entries {
         if total <= max_bytes {
             break;

@@ -133,7 +133,7 @@ impl ShardCache {
         let mut out = CachedShards::default();
         let mut entries = self.entries();
         // Newest first: they win index collisions.
-        entries.sort_by(|a, b| b.2.cmp(&a.2));
+        entries.sort_by_key(|e| std::cmp::Reverse(e.2));
         for (path, _, _) in entries {
             let parsed = std::fs::read(&path)
                 .ok()

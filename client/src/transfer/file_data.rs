@@ -80,7 +80,7 @@ impl Sha256Job {
                     let next = ((pos / CHECKPOINT_INTERVAL + 1) * CHECKPOINT_INTERVAL).min(len);
                     h.update(&data[pos as usize..next as usize]);
                     pos = next;
-                    if pos % CHECKPOINT_INTERVAL == 0 {
+                    if pos.is_multiple_of(CHECKPOINT_INTERVAL) {
                         checkpoints.push(Checkpoint::of(&h, pos));
                     }
                 }
