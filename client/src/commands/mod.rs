@@ -54,7 +54,7 @@ pub struct CacheArgs {
     #[arg(long, env = "CAS_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<std::path::PathBuf>,
     /// Neither read nor write the local cache: learn what the server holds only by asking it.
-    #[arg(long)]
+    #[arg(long, env = "CAS_NO_CACHE")]
     pub no_cache: bool,
     /// Largest size of the shards cached for one endpoint, in MiB; the oldest are evicted.
     #[arg(
