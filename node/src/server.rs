@@ -221,7 +221,10 @@ impl RunningNode {
             Index::open_with(
                 &data_dir.join("index"),
                 config.node.id,
-                crate::index::node_info(grpc_addr, config.node.region.as_str()),
+                crate::index::NodeInfo::new(
+                    config.grpc.advertised(grpc_addr),
+                    config.node.region.as_str(),
+                ),
                 IndexOptions {
                     bootstrap: config.cluster.bootstrap,
                     peers,
