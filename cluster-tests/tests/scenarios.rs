@@ -480,3 +480,45 @@ async fn admin_api_refuses_bad_requests_and_points_to_the_leader() {
     );
     tc.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_returns_to_a_region_near_a_quorum() {
+    use cas_node::auth::Scope;
+    use cas_proto::admin as pb;
+    let mut tc = TestCluster::start(&scenario_layout()).await;
+    tc.keep_logs_on_panic();
+    let admin = tc.cluster.token(&[Scope::Admin]).unwrap();
+    let ap_voter = wait_status(&tc, "a leader", Duration::from_secs(10), |s| {
+        s.role == "Leader"
+    })
+    .await
+    .members
+    .iter()
+    .find(|m| m.voter && m.region == "ap-southeast-1")
+    .map(|m| m.id)
+    .expect("a voter in ap-southeast-1");
+    // The operator hands the leadership to the far region (as a failover may)...
+    let leader = tc.cluster.leader(Duration::from_secs(10)).await.unwrap();
+    let mut c = admin_client(&tc, leader).await;
+    c.transfer_leader(with_token(
+        pb::TransferLeaderRequest { to: ap_voter },
+        &admin,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        tc.cluster.leader(Duration::from_secs(10)).await.unwrap(),
+        ap_voter
+    );
+    // ...and the leader hands it back to a region whose quorum is nearer.
+    let s = wait_status(
+        &tc,
+        "a leader near a quorum",
+        Duration::from_secs(30),
+        |s| s.role == "Leader" && s.node_id != ap_voter,
+    )
+    .await;
+    let region = &tc.cluster.node(s.node_id).unwrap().region;
+    assert_ne!(*region, Region::ApSoutheast1);
+    tc.shutdown().await;
+}

@@ -140,6 +140,28 @@ fn watch_faults(
     })
 }
 
+/// How often the leader checks that it sits in a region near a quorum.
+const LEADER_PLACEMENT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Hands the leadership to a region nearer a quorum when this node leads from a far
+/// one (after a failover), every [`LEADER_PLACEMENT_INTERVAL`] until `stop`.
+fn place_leader(
+    index: Arc<Index>,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<std::io::Result<()>> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return Ok(()),
+                _ = tokio::time::sleep(LEADER_PLACEMENT_INTERVAL) => {}
+            }
+            if let Err(e) = index.place_leader().await {
+                tracing::warn!(error = %e, "leader placement");
+            }
+        }
+    })
+}
+
 /// The gRPC services of a node: the client API, the node-to-node API, the operator API.
 struct GrpcServices {
     cas: GrpcApi,
@@ -240,6 +262,7 @@ impl RunningNode {
 
         let (stop, stop_rx) = watch::channel(false);
         let mut servers = Vec::new();
+        servers.push(place_leader(index.clone(), stop_rx.clone()));
         if let Some(path) = &config.cluster.fault_file {
             servers.push(watch_faults(path.clone(), index.clone(), stop_rx.clone()));
         }

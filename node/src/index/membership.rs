@@ -21,6 +21,7 @@ use openraft::error::{ClientWriteError, RaftError};
 
 use super::types::NodeInfo;
 use super::{Index, IndexError, fatal};
+use crate::config::Region;
 
 /// Most voters the policy places in one region.
 pub const VOTERS_PER_REGION: usize = 2;
@@ -110,6 +111,38 @@ pub fn desired_voters(
             r += 1;
         }
     }
+}
+
+/// Lag (log entries) under which a voter may take over the leadership.
+pub const LEADER_HANDOVER_LAG: u64 = 16;
+
+/// The round trip from a leader in `region` to a quorum of `voters` (the leader
+/// counts itself): what each commit waits for.
+pub fn quorum_round_trip(region: Region, voters: &[Region]) -> Duration {
+    if voters.is_empty() {
+        return Duration::ZERO;
+    }
+    let mut rtts: Vec<Duration> = voters.iter().map(|r| region.round_trip(*r)).collect();
+    rtts.sort();
+    // The leader is one of the voters, so its own (shortest) entry stands for itself.
+    rtts[voters.len() / 2]
+}
+
+/// The voter that should lead instead of `leader`: one in a region whose round trip
+/// to a quorum is shorter than the leader's (commits are faster there), the lowest
+/// id among the best; `None` when the leader's region is already among the best or
+/// regions are unknown. After a failover the new leader may sit in the farthest
+/// region; this hands the leadership back.
+pub fn preferred_leader(voters: &BTreeMap<u64, String>, leader: u64) -> Option<u64> {
+    let regions: BTreeMap<u64, Region> = voters
+        .iter()
+        .map(|(id, r)| r.parse::<Region>().ok().map(|r| (*id, r)))
+        .collect::<Option<_>>()?;
+    let all: Vec<Region> = regions.values().copied().collect();
+    let cost = |id: &u64| quorum_round_trip(regions[id], &all);
+    let current = cost(regions.get_key_value(&leader)?.0);
+    let best = regions.keys().min_by_key(|id| (cost(id), **id))?;
+    (cost(best) < current).then_some(*best)
 }
 
 /// One member as the operator sees it.
@@ -286,6 +319,44 @@ impl Index {
             .collect()
     }
 
+    /// On the leader: hands the leadership to the voter [`preferred_leader`] names,
+    /// once it has caught up; returns the new leader, if any. Runs between membership
+    /// changes, never during one.
+    pub async fn place_leader(&self) -> Result<Option<u64>, IndexError> {
+        let Ok(_one_at_a_time) = self.membership_lock.try_lock() else {
+            return Ok(None);
+        };
+        if self.require_leader().is_err() {
+            return Ok(None);
+        }
+        let members = self.members();
+        let voters: BTreeMap<u64, String> = members
+            .iter()
+            .filter(|m| m.voter)
+            .map(|m| (m.id, m.region.clone()))
+            .collect();
+        let Some(to) = preferred_leader(&voters, self.node_id) else {
+            return Ok(None);
+        };
+        let caught_up = members
+            .iter()
+            .any(|m| m.id == to && m.lag.is_some_and(|l| l <= LEADER_HANDOVER_LAG));
+        if !caught_up {
+            return Ok(None);
+        }
+        tracing::info!(
+            from = self.node_id,
+            to,
+            "handing the leadership to a region nearer a quorum"
+        );
+        self.raft
+            .trigger()
+            .transfer_leader(to)
+            .await
+            .map_err(fatal)?;
+        Ok(Some(to))
+    }
+
     /// Hands the leadership to member `to` and waits (bounded) until it leads.
     pub async fn transfer_leader(&self, to: u64) -> Result<(), IndexError> {
         let _one_at_a_time = self.membership_lock.lock().await;
@@ -328,6 +399,44 @@ fn write_error(e: RaftError<super::TypeConfig, ClientWriteError<super::TypeConfi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leadership_goes_to_a_region_near_a_quorum() {
+        let voters: BTreeMap<u64, String> = [
+            (1, "us-east-1"),
+            (2, "us-east-1"),
+            (5, "eu-west-3"),
+            (6, "eu-west-3"),
+            (9, "ap-southeast-1"),
+        ]
+        .into_iter()
+        .map(|(id, r)| (id, r.to_owned()))
+        .collect();
+        let all: Vec<Region> = voters.values().map(|r| r.parse().unwrap()).collect();
+        // us-east-1 and eu-west-3 reach a quorum in 80 ms, ap-southeast-1 in 150 ms.
+        assert_eq!(
+            quorum_round_trip(Region::UsEast1, &all),
+            Duration::from_millis(80)
+        );
+        assert_eq!(
+            quorum_round_trip(Region::EuWest3, &all),
+            Duration::from_millis(80)
+        );
+        assert_eq!(
+            quorum_round_trip(Region::ApSoutheast1, &all),
+            Duration::from_millis(150)
+        );
+        assert_eq!(preferred_leader(&voters, 9), Some(1));
+        // Ties stay put: no back and forth between equally good regions.
+        assert_eq!(preferred_leader(&voters, 1), None);
+        assert_eq!(preferred_leader(&voters, 6), None);
+        // A lone voter, an unknown region: nothing to do.
+        let one: BTreeMap<u64, String> = [(3, "eu-west-3".to_owned())].into();
+        assert_eq!(preferred_leader(&one, 3), None);
+        let mut odd = voters.clone();
+        odd.insert(10, "mars-1".into());
+        assert_eq!(preferred_leader(&odd, 9), None);
+    }
 
     fn members(layout: &[(&str, u64)]) -> BTreeMap<u64, NodeInfo> {
         let mut out = BTreeMap::new();
