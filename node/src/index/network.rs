@@ -17,12 +17,14 @@ use cas_proto::index::{Command, CommandResult};
 use cas_proto::raft as pb;
 use cas_proto::raft::peer_client::PeerClient;
 use futures::StreamExt as _;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use openraft::OptionalSend;
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderError,
-    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
+    TransferLeaderError, TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -32,6 +34,9 @@ use super::types::{LogId, NodeInfo, Snapshot, SnapshotFile, TypeConfig, Vote};
 use super::wire;
 use crate::auth::NodeCredential;
 use crate::config::Region;
+
+/// One answer of a pipelined append stream, as openraft takes it.
+type AppendAnswer = Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>;
 
 /// Size of the parts a snapshot file is streamed in.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
@@ -260,6 +265,123 @@ impl Peers {
         Ok(req)
     }
 
+    /// [`PeerError::Unreachable`] while a simulated partition cuts this node off
+    /// from member `id` at `node`.
+    fn check_partition(&self, id: u64, node: &NodeInfo) -> Result<(), PeerError> {
+        if self.faults.blocks(&self.region, &node.region) {
+            return Err(PeerError::Unreachable {
+                node: id,
+                addr: node.addr.clone(),
+                message: format!(
+                    "simulated partition between {} and {}",
+                    self.region, node.region
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Opens a pipelined append stream to member `id` at `node`: `requests` are sent
+    /// as they come (each one after the injected one-way delay), the answers come back
+    /// in order (each after the delay too). The answers stream fails when the peer
+    /// leaves a request unanswered for `idle` (plus the simulated round trip), and ends
+    /// at a simulated partition.
+    pub async fn stream_append(
+        self: Arc<Self>,
+        id: u64,
+        node: NodeInfo,
+        requests: impl futures::Stream<Item = pb::AppendEntriesRequest> + Send + 'static,
+        idle: Duration,
+    ) -> Result<
+        futures::stream::BoxStream<'static, Result<pb::StreamAppendResponse, PeerError>>,
+        PeerError,
+    > {
+        self.check_partition(id, &node)?;
+        let client = self.client(id, &node)?;
+        let one_way = self.delays.one_way(&node.region);
+        let outstanding = Arc::new(std::sync::atomic::AtomicI64::new(0));
+        // Requests leave after the one-way delay, while no partition cuts the link.
+        let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<pb::AppendEntriesRequest>(64);
+        {
+            let mut requests = delayed(requests, one_way);
+            let (peers, node, outstanding) = (self.clone(), node.clone(), outstanding.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        r = requests.next() => {
+                            let Some(r) = r else { return };
+                            if peers.check_partition(id, &node).is_err() {
+                                return;
+                            }
+                            outstanding.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            if out_tx.send(r).await.is_err() {
+                                return;
+                            }
+                        }
+                        () = out_tx.closed() => return,
+                    }
+                }
+            });
+        }
+        let outbound = futures::stream::poll_fn(move |cx| out_rx.poll_recv(cx));
+        let req = self.request(id, outbound)?;
+        let opened = tokio::time::timeout(
+            CONNECT_TIMEOUT + 2 * one_way,
+            call_stream_append(client, req),
+        )
+        .await
+        .map_err(|_| PeerError::Timeout {
+            node: id,
+            timeout: CONNECT_TIMEOUT + 2 * one_way,
+        })?
+        .map_err(|s| PeerError::from_status(id, &node.addr, &s))?;
+        // Answers arrive after the one-way delay; a request left unanswered too long,
+        // a broken stream or a partition ends them with an error.
+        let mut answers = delayed(opened.into_inner(), one_way);
+        let wait = idle + 2 * one_way;
+        let (in_tx, mut in_rx) =
+            tokio::sync::mpsc::channel::<Result<pb::StreamAppendResponse, PeerError>>(64);
+        let peers = self.clone();
+        tokio::spawn(async move {
+            let mut progress = tokio::time::Instant::now();
+            loop {
+                let next = tokio::select! {
+                    () = in_tx.closed() => return,
+                    next = tokio::time::timeout(Duration::from_millis(100), answers.next()) => next,
+                };
+                let Ok(next) = next else {
+                    let pending = outstanding.load(std::sync::atomic::Ordering::SeqCst) > 0;
+                    if !pending {
+                        progress = tokio::time::Instant::now();
+                    } else if progress.elapsed() > wait {
+                        let e = PeerError::Timeout {
+                            node: id,
+                            timeout: wait,
+                        };
+                        let _ = in_tx.send(Err(e)).await;
+                        return;
+                    }
+                    continue;
+                };
+                progress = tokio::time::Instant::now();
+                let item = match next {
+                    None => return,
+                    Some(Ok(answer)) => {
+                        outstanding.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                        peers.check_partition(id, &node).map(|()| answer)
+                    }
+                    Some(Err(status)) => Err(PeerError::from_status(id, &node.addr, &status)),
+                };
+                let last = item.is_err();
+                if in_tx.send(item).await.is_err() || last {
+                    return;
+                }
+            }
+        });
+        let stream = futures::stream::poll_fn(move |cx| in_rx.poll_recv(cx));
+        Ok(Box::pin(stream))
+    }
+
     /// Calls member `id` at `node`: `call` gets its client and the request carrying
     /// `msg`; the call waits the injected latency and at most `timeout`.
     pub async fn call<M, T, F, Fut>(
@@ -274,16 +396,7 @@ impl Peers {
         F: FnOnce(PeerClient<Channel>, tonic::Request<M>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        if self.faults.blocks(&self.region, &node.region) {
-            return Err(PeerError::Unreachable {
-                node: id,
-                addr: node.addr.clone(),
-                message: format!(
-                    "simulated partition between {} and {}",
-                    self.region, node.region
-                ),
-            });
-        }
+        self.check_partition(id, node)?;
         let client = self.client(id, node)?;
         let req = self.request(id, msg)?;
         let one_way = self.delays.one_way(&node.region);
@@ -428,6 +541,32 @@ impl PeerConnection {
 impl RaftNetworkV2<TypeConfig> for PeerConnection {
     type SnapshotData = SnapshotFile;
 
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Result<BoxStream<'s, AppendAnswer>, RPCError<TypeConfig>>>
+    where
+        S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>>
+            + OptionalSend
+            + Unpin
+            + 'static,
+    {
+        let requests: BoxStream<'static, pb::AppendEntriesRequest> =
+            Box::pin(input.map(append_to_pb as fn(_) -> _));
+        // A follower fsyncs before it answers: allow it several heartbeats.
+        let idle = (option.soft_ttl() * 4).max(Duration::from_secs(2));
+        let (peers, target, node) = (self.peers.clone(), self.target, self.node.clone());
+        Box::pin(async move {
+            let answers = peers
+                .stream_append(target, node, requests, idle)
+                .await
+                .map_err(PeerError::into_rpc)?;
+            let answers = answers.map(move |item| decode_answer(target, item));
+            Ok(Box::pin(answers) as BoxStream<'s, AppendAnswer>)
+        })
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
@@ -543,6 +682,71 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
             }
         }))
     }
+}
+
+/// An AppendEntries request on the wire.
+fn append_to_pb(r: AppendEntriesRequest<TypeConfig>) -> pb::AppendEntriesRequest {
+    wire::append_request_to_pb(&r)
+}
+
+/// One answer of a pipelined append stream from member `target`, as openraft takes it.
+fn decode_answer(target: u64, item: Result<pb::StreamAppendResponse, PeerError>) -> AppendAnswer {
+    match item {
+        Ok(msg) => wire::stream_result_from_pb(msg).map_err(|e| {
+            PeerError::Malformed {
+                node: target,
+                message: e.to_string(),
+            }
+            .into_rpc()
+        }),
+        Err(e) => Err(e.into_rpc()),
+    }
+}
+
+/// Opens the `StreamAppend` call (a named function: the request type is generic).
+async fn call_stream_append<S>(
+    mut client: PeerClient<Channel>,
+    req: tonic::Request<S>,
+) -> Result<tonic::Response<tonic::Streaming<pb::StreamAppendResponse>>, tonic::Status>
+where
+    S: futures::Stream<Item = pb::AppendEntriesRequest> + Send + 'static,
+{
+    client.stream_append(req).await
+}
+
+/// `items` with each one released `by` after it was produced, order kept; items
+/// produced while earlier ones wait are not held back further (a pipelined link with
+/// a one-way delay). Zero passes them straight through.
+fn delayed<T: Send + 'static>(
+    items: impl futures::Stream<Item = T> + Send + 'static,
+    by: Duration,
+) -> futures::stream::BoxStream<'static, T> {
+    if by.is_zero() {
+        return Box::pin(items);
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut items = std::pin::pin!(items);
+        loop {
+            tokio::select! {
+                item = items.next() => match item {
+                    Some(item) => {
+                        if tx.send((tokio::time::Instant::now() + by, item)).is_err() {
+                            return;
+                        }
+                    }
+                    None => return,
+                },
+                () = tx.closed() => return,
+            }
+        }
+    });
+    Box::pin(
+        futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).then(|(at, item)| async move {
+            tokio::time::sleep_until(at).await;
+            item
+        }),
+    )
 }
 
 /// The bytes of a snapshot file as stream parts, read on a blocking thread.

@@ -6,7 +6,8 @@ use std::io;
 
 use cas_proto::raft as pb;
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, TransferLeaderRequest, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, StreamAppendError, StreamAppendResult,
+    TransferLeaderRequest, VoteRequest, VoteResponse,
 };
 
 use super::codec::{
@@ -20,6 +21,33 @@ fn required<T>(v: Option<T>, what: &str) -> io::Result<T> {
 
 fn opt_log_id(id: Option<pb::LogId>) -> io::Result<Option<LogId>> {
     id.map(log_id_from_pb).transpose()
+}
+
+/// The answer to one request of a pipelined append stream as a wire message.
+pub fn stream_result_to_pb(r: &StreamAppendResult<TypeConfig>) -> pb::StreamAppendResponse {
+    use pb::stream_append_response::Outcome;
+    let outcome = match r {
+        Ok(matched) => Outcome::Matched(pb::Matched {
+            log_id: matched.as_ref().map(log_id_to_pb),
+        }),
+        Err(StreamAppendError::Conflict(id)) => Outcome::Conflict(log_id_to_pb(id)),
+        Err(StreamAppendError::HigherVote(v)) => Outcome::HigherVote(vote_to_pb(v)),
+    };
+    pb::StreamAppendResponse {
+        outcome: Some(outcome),
+    }
+}
+
+/// The answer to one request of a pipelined append stream from its wire message.
+pub fn stream_result_from_pb(
+    r: pb::StreamAppendResponse,
+) -> io::Result<StreamAppendResult<TypeConfig>> {
+    use pb::stream_append_response::Outcome;
+    Ok(match required(r.outcome, "stream append outcome")? {
+        Outcome::Matched(m) => Ok(opt_log_id(m.log_id)?),
+        Outcome::Conflict(id) => Err(StreamAppendError::Conflict(log_id_from_pb(id)?)),
+        Outcome::HigherVote(v) => Err(StreamAppendError::HigherVote(vote_from_pb(v)?)),
+    })
 }
 
 /// AppendEntries as a wire message.
@@ -186,6 +214,20 @@ mod tests {
             let back = append_response_from_pb(append_response_to_pb(&resp)).unwrap();
             assert_eq!(back, resp);
         }
+    }
+
+    #[test]
+    fn stream_append_answers_round_trip() {
+        for r in [
+            Ok(Some(log_id(3, 1, 10))),
+            Ok(None),
+            Err(StreamAppendError::Conflict(log_id(2, 1, 9))),
+            Err(StreamAppendError::HigherVote(Vote::new(4, 2))),
+        ] {
+            let back = stream_result_from_pb(stream_result_to_pb(&r)).unwrap();
+            assert_eq!(format!("{back:?}"), format!("{r:?}"));
+        }
+        assert!(stream_result_from_pb(pb::StreamAppendResponse::default()).is_err());
     }
 
     #[test]

@@ -55,8 +55,50 @@ fn raft_status(e: impl std::fmt::Display) -> Status {
     coded(tonic::Code::Unavailable, "index_unavailable", e.to_string())
 }
 
+/// The answers of a pipelined append stream.
+type AppendAnswers =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::StreamAppendResponse, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl Peer for PeerApi {
+    type StreamAppendStream = AppendAnswers;
+
+    async fn stream_append(
+        &self,
+        req: Request<Streaming<pb::AppendEntriesRequest>>,
+    ) -> Result<Response<Self::StreamAppendStream>, Status> {
+        self.authorize(&req)?;
+        // A malformed or broken request ends the input; the answers given so far stand
+        // and the stream then ends with the error.
+        let failed: Arc<std::sync::Mutex<Option<Status>>> = Arc::default();
+        let input = {
+            let failed = failed.clone();
+            req.into_inner()
+                .map(move |item| {
+                    let err = match item {
+                        Ok(msg) => match wire::append_request_from_pb(msg) {
+                            Ok(rpc) => return Some(rpc),
+                            Err(e) => malformed(e),
+                        },
+                        Err(status) => status,
+                    };
+                    *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(err);
+                    None
+                })
+                .take_while(|rpc| std::future::ready(rpc.is_some()))
+                .filter_map(std::future::ready)
+        };
+        let answers = self.index.raft().stream_append(input).map(|r| match r {
+            Ok(result) => Ok(wire::stream_result_to_pb(&result)),
+            Err(fatal) => Err(raft_status(fatal)),
+        });
+        let tail = futures::stream::once(async move {
+            failed.lock().unwrap_or_else(|e| e.into_inner()).take()
+        })
+        .filter_map(|e| std::future::ready(e.map(Err)));
+        Ok(Response::new(Box::pin(answers.chain(tail))))
+    }
+
     async fn append_entries(
         &self,
         req: Request<pb::AppendEntriesRequest>,
