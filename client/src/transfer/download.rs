@@ -137,8 +137,14 @@ fn plan(
 }
 
 /// Decodes one fetched range and checks it holds the chunks it should.
-fn decode(file: &MerkleHash, job: &Job, body: &[u8], hash: bool) -> Result<Decoded, TransferError> {
-    let mut data = Vec::new();
+fn decode(
+    file: &MerkleHash,
+    job: &Job,
+    body: &[u8],
+    hash: bool,
+    mut data: Vec<u8>,
+) -> Result<Decoded, TransferError> {
+    data.clear();
     let bounds = decode_range_body(body, &mut data).map_err(|source| TransferError::Decode {
         xorb: job.xorb,
         start: job.chunks.start,
@@ -348,9 +354,32 @@ impl Sink for Memory {
     }
 }
 
-/// Decodes one fetched range, checks each term it serves against its stated
-/// length and writes the term's bytes at their place; returns the range's leaves
-/// (when verifying).
+/// Decoding buffers, reused from range to range: a fresh buffer per range
+/// costs a page fault and the zeroing of every page it touches.
+#[derive(Debug, Default)]
+struct Buffers(std::sync::Mutex<Vec<Vec<u8>>>);
+
+impl Buffers {
+    fn take(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+
+    fn put(&self, buffer: Vec<u8>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(buffer);
+    }
+}
+
+/// Decodes one fetched range (into a buffer from `buffers`, given back
+/// after), checks each term it serves against its stated length and writes
+/// the term's bytes at their place; returns the range's leaves (when verifying).
+#[allow(clippy::too_many_arguments)]
 fn write_range<S: Sink>(
     file: &MerkleHash,
     job: &Job,
@@ -358,9 +387,29 @@ fn write_range<S: Sink>(
     verify: bool,
     placements: &[Placement],
     sink: &S,
+    buffers: &Buffers,
     out_path: &Path,
 ) -> Result<Leaves, TransferError> {
-    let d = decode(file, job, body, verify)?;
+    let d = decode(file, job, body, verify, buffers.take())?;
+    let result = place_terms(file, &d, placements, sink, out_path);
+    let leaves = d
+        .hashes
+        .iter()
+        .zip(d.bounds.windows(2))
+        .map(|(h, w)| (*h, (w[1] - w[0]) as u64))
+        .collect();
+    buffers.put(d.data);
+    result.map(|()| leaves)
+}
+
+/// Checks each term a decoded range serves and writes its bytes at their place.
+fn place_terms<S: Sink>(
+    file: &MerkleHash,
+    d: &Decoded,
+    placements: &[Placement],
+    sink: &S,
+    out_path: &Path,
+) -> Result<(), TransferError> {
     for p in placements {
         let (a, b) = p.chunks;
         let len = (d.bounds[b] - d.bounds[a]) as u64;
@@ -379,11 +428,7 @@ fn write_range<S: Sink>(
                 .map_err(|e| TransferError::io(out_path, e))?;
         }
     }
-    Ok(d.hashes
-        .iter()
-        .zip(d.bounds.windows(2))
-        .map(|(h, w)| (*h, (w[1] - w[0]) as u64))
-        .collect())
+    Ok(())
 }
 
 /// What a download needs from the server.
@@ -488,6 +533,7 @@ async fn download_into<Src: Source, S: Sink>(
         .map_err(|e| TransferError::io(&out_path, e))?;
 
     let placements = Arc::new(placements);
+    let buffers = Arc::new(Buffers::default());
     let mut job_leaves: Vec<Option<Leaves>> = vec![None; jobs.len()];
     let mut pending: Vec<usize> = (0..jobs.len()).collect();
     let mut fetched = 0u64;
@@ -498,7 +544,7 @@ async fn download_into<Src: Source, S: Sink>(
         {
             let jobs = &jobs;
             let expired = &expired;
-            let (placements, sink, out_path) = (&placements, &sink, &out_path);
+            let (placements, sink, buffers, out_path) = (&placements, &sink, &buffers, &out_path);
             let mut results = futures::stream::iter(pending.iter().copied())
                 .map(|j| async move {
                     if expired.load(Ordering::Relaxed) {
@@ -516,15 +562,19 @@ async fn download_into<Src: Source, S: Sink>(
                     };
                     let n = body.len() as u64;
                     report(&opts.progress, Progress::Fetched { bytes: n });
-                    let (job, places, sink, out_path) = (
+                    let (job, places, sink, buffers, out_path) = (
                         job.clone(),
                         placements.clone(),
                         sink.clone(),
+                        buffers.clone(),
                         out_path.clone(),
                     );
                     let file = *file;
                     let written = tokio::task::spawn_blocking(move || {
-                        write_range(&file, &job, &body, verify, &places[j], &*sink, &out_path)
+                        let places = &places[j];
+                        write_range(
+                            &file, &job, &body, verify, places, &*sink, &buffers, &out_path,
+                        )
                     })
                     .await;
                     match written {
@@ -968,11 +1018,11 @@ mod tests {
         let (mut jobs, _) = plan(&file, &recon).unwrap();
         jobs[0].chunks.end += 1;
         assert!(matches!(
-            decode(&file, &jobs[0], &body, false),
+            decode(&file, &jobs[0], &body, false, Vec::new()),
             Err(TransferError::Reconstruction { .. })
         ));
         assert!(matches!(
-            decode(&file, &jobs[0], &[1, 2, 3], false),
+            decode(&file, &jobs[0], &[1, 2, 3], false, Vec::new()),
             Err(TransferError::Decode { .. })
         ));
     }
