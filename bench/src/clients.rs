@@ -177,10 +177,12 @@ impl Tools {
         Ok(started.elapsed())
     }
 
-    /// `cas` with the token in its environment (not on the command line).
+    /// `cas` with the token in its environment (not on the command line) and its
+    /// local cache in the server's scratch directory.
     fn cas_command(&self, endpoints: &Endpoints) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(&self.cas);
-        cmd.env("CAS_TOKEN", &endpoints.token);
+        cmd.env("CAS_TOKEN", &endpoints.token)
+            .env("CAS_CACHE_DIR", endpoints.scratch.join("cas-cache"));
         cmd
     }
 

@@ -11,8 +11,11 @@
 //! - [`transfer`]: whole uploads and downloads over either transport
 //!   ([`transfer::Transport`]): files and directories in, file hashes out;
 //!   file hashes (and byte ranges) in, verified bytes out.
+//! - [`cache`]: the local cache of shards (and file manifests) earlier uploads
+//!   left, consulted before asking the server.
 //! - [`retry`]: bounded retries with backoff, shared by both transports.
 
+pub mod cache;
 pub mod grpc;
 pub mod pipeline;
 pub mod retry;

@@ -42,9 +42,15 @@ enum Command {
     /// but regular files and directories (symlinks included) is skipped. Only
     /// chunks the server does not already hold are sent. A summary (bytes read,
     /// bytes sent, dedup ratio) goes to standard error.
+    ///
+    /// A local cache (see --cache-dir) keeps the shards each upload registered,
+    /// per endpoint, so a later upload finds every chunk it already sent without
+    /// asking the server.
     Upload {
         #[command(flatten)]
         server: commands::ServerArgs,
+        #[command(flatten)]
+        cache: commands::CacheArgs,
         /// Files and directories to upload.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
@@ -82,9 +88,10 @@ fn main() -> ExitCode {
         Command::Chunk { file, threads: t } => commands::chunk::run(&file, threads(t)),
         Command::Upload {
             server,
+            cache,
             paths,
             threads: t,
-        } => commands::upload::run(&server, &paths, threads(t)),
+        } => commands::upload::run(&server, &cache, &paths, threads(t)),
         Command::Download {
             server,
             hash,

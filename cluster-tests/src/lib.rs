@@ -40,6 +40,15 @@ pub fn node_exe() -> PathBuf {
     node
 }
 
+/// The layout the fault scenarios run on: `CAS_CLUSTER_LAYOUT` (e.g. the full
+/// `us-east-1=4,eu-west-3=4,ap-southeast-1=2`), by default 2/2/1 nodes, which keeps
+/// the whole suite within a few minutes on two cores. Regions are listed in this
+/// order: us-east-1, eu-west-3, ap-southeast-1.
+pub fn scenario_layout() -> String {
+    std::env::var("CAS_CLUSTER_LAYOUT")
+        .unwrap_or_else(|_| "us-east-1=2,eu-west-3=2,ap-southeast-1=1".to_owned())
+}
+
 /// A cluster for one test, in its own temporary directory (kept when the test fails,
 /// so the node logs can be read).
 pub struct TestCluster {
@@ -101,6 +110,16 @@ impl TestCluster {
     pub fn client(&self, id: u64) -> Remote {
         let n = self.cluster.node(id).expect("node");
         Remote::connect(&n.http_url(), Some(&self.token), RetryPolicy::none()).expect("client")
+    }
+
+    /// The ids of the nodes in `region`, ascending.
+    pub fn nodes_in(&self, region: cas_node::config::Region) -> Vec<u64> {
+        self.cluster
+            .nodes()
+            .values()
+            .filter(|n| n.region == region)
+            .map(|n| n.id)
+            .collect()
     }
 
     /// Stops every node and the S3 server.

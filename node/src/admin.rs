@@ -55,7 +55,7 @@ pub enum NodeCommand {
         /// Its node id (node.id in its configuration).
         #[arg(long)]
         id: u64,
-        /// Its gRPC address as the other nodes reach it, IP:PORT.
+        /// Its gRPC address as the other nodes reach it (its grpc.advertise), HOST:PORT.
         #[arg(long)]
         addr: String,
         /// Its region.

@@ -27,13 +27,13 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The S3 bucket is unreachable or refuses the credentials.
-    #[error("object store: {0}")]
+    #[error("object store")]
     Store(#[from] StoreError),
     /// The index could not be opened.
-    #[error("index: {0}")]
+    #[error("index")]
     Index(#[from] IndexError),
     /// A listening socket could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -41,7 +41,7 @@ pub enum StartError {
         source: std::io::Error,
     },
     /// The data directory could not be created.
-    #[error("data directory {path}: {source}")]
+    #[error("data directory {path}")]
     DataDir {
         /// The directory.
         path: PathBuf,
@@ -221,7 +221,10 @@ impl RunningNode {
             Index::open_with(
                 &data_dir.join("index"),
                 config.node.id,
-                crate::index::node_info(grpc_addr, config.node.region.as_str()),
+                crate::index::NodeInfo::new(
+                    config.grpc.advertised(grpc_addr),
+                    config.node.region.as_str(),
+                ),
                 IndexOptions {
                     bootstrap: config.cluster.bootstrap,
                     peers,

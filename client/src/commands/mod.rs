@@ -46,6 +46,44 @@ impl ServerArgs {
     }
 }
 
+/// The local cache of `cas upload`: shards it registered or learned, per endpoint,
+/// and manifests of the files it uploaded.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CacheArgs {
+    /// The cache directory (default: $XDG_CACHE_HOME/cas, else ~/.cache/cas).
+    #[arg(long, env = "CAS_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<std::path::PathBuf>,
+    /// Neither read nor write the local cache: learn what the server holds only by asking it.
+    #[arg(long, env = "CAS_NO_CACHE")]
+    pub no_cache: bool,
+    /// Largest size of the shards cached for one endpoint, in MiB; the oldest are evicted.
+    #[arg(
+        long,
+        env = "CAS_CACHE_MAX_MB",
+        default_value_t = 256,
+        value_name = "MIB"
+    )]
+    pub cache_max_mb: u64,
+}
+
+impl CacheArgs {
+    /// The cache for uploads to `endpoint`, unless disabled or no directory is known.
+    pub fn local_cache(&self, endpoint: &str) -> Option<cas_client::cache::LocalCache> {
+        if self.no_cache {
+            return None;
+        }
+        let root = self
+            .cache_dir
+            .clone()
+            .or_else(cas_client::cache::default_dir)?;
+        Some(cas_client::cache::LocalCache::new(
+            &root,
+            endpoint,
+            self.cache_max_mb.saturating_mul(1 << 20),
+        ))
+    }
+}
+
 /// The async runtime of the transfer commands.
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()

@@ -9,11 +9,16 @@ use anyhow::{Context, Result};
 use cas_client::transfer::{Progress, UploadOptions, upload_paths};
 use indicatif::HumanBytes;
 
-use super::{ServerArgs, byte_bar, finish_output, runtime, stdout};
+use super::{CacheArgs, ServerArgs, byte_bar, finish_output, runtime, stdout};
 
 /// Uploads `paths` (files, or directories walked recursively) and prints
 /// `<file-hash>  <path>` per file on standard output, then a summary on standard error.
-pub fn run(server: &ServerArgs, paths: &[PathBuf], threads: usize) -> Result<ExitCode> {
+pub fn run(
+    server: &ServerArgs,
+    cache: &CacheArgs,
+    paths: &[PathBuf],
+    threads: usize,
+) -> Result<ExitCode> {
     let rt = runtime()?;
     let client = {
         let _in_runtime = rt.enter();
@@ -23,6 +28,7 @@ pub fn run(server: &ServerArgs, paths: &[PathBuf], threads: usize) -> Result<Exi
     let progress_bar = bar.clone();
     let opts = UploadOptions {
         chunk_threads: threads,
+        cache: cache.local_cache(&server.endpoint),
         progress: Some(Arc::new(move |p: &Progress| match p {
             Progress::Total { bytes } => progress_bar.set_length(*bytes),
             Progress::Read { bytes } => progress_bar.inc(*bytes),
@@ -55,5 +61,12 @@ pub fn run(server: &ServerArgs, paths: &[PathBuf], threads: usize) -> Result<Exi
         report.dedup_ratio() * 100.0,
         HumanBytes(report.deduplicated_bytes),
     );
+    if report.cache_dropped {
+        eprintln!(
+            "cas: the server refused chunks the local cache named; \
+             the cache for {} was dropped and the upload repeated without it",
+            server.endpoint
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -33,6 +33,9 @@ pub enum PipelineError {
     /// Packing was stopped by the consumer of finished xorbs.
     #[error("{0}")]
     Stopped(&'static str),
+    /// The file's SHA-256 could not be computed (its hashing thread failed).
+    #[error("computing the file's SHA-256 failed: {0}")]
+    Sha256(String),
 }
 
 /// A xorb named by its slot in this session (hash not known yet) or by hash.
@@ -232,6 +235,20 @@ impl UploadSession {
         chunks: &[Chunk],
         sink: &mut dyn FnMut(SerializedXorb) -> bool,
     ) -> Result<FileSummary, PipelineError> {
+        self.add_file_with_sha256(data, chunks, || Ok(Sha256::digest(data).into()), sink)
+    }
+
+    /// Like [`UploadSession::add_file_with`], but takes the file's SHA-256 from
+    /// `sha256`, called once after the file is packed: a caller hashing on another
+    /// thread joins it there, so the digest is computed while packing goes on.
+    /// It is not called for an empty file (whose shard entry holds zeros).
+    pub fn add_file_with_sha256(
+        &mut self,
+        data: &[u8],
+        chunks: &[Chunk],
+        sha256: impl FnOnce() -> Result<[u8; 32], PipelineError>,
+        sink: &mut dyn FnMut(SerializedXorb) -> bool,
+    ) -> Result<FileSummary, PipelineError> {
         let mut expected = 0;
         for c in chunks {
             if c.offset != expected || c.len == 0 {
@@ -292,11 +309,7 @@ impl UploadSession {
             // even when the store only told us keyed ones.
             verification: term_chunks.iter().map(|h| verification_hash(h)).collect(),
             // hf_xet stores zeros, not sha256(""), for an empty file.
-            sha256: if data.is_empty() {
-                [0; 32]
-            } else {
-                Sha256::digest(data).into()
-            },
+            sha256: if data.is_empty() { [0; 32] } else { sha256()? },
         });
         Ok(FileSummary {
             file_hash: hash,

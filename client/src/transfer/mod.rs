@@ -7,6 +7,8 @@
 //!   bytes, written atomically.
 
 pub mod download;
+pub mod file_data;
+pub mod scan;
 pub mod transport;
 pub mod upload;
 
@@ -154,6 +156,33 @@ impl TransferError {
         match self {
             TransferError::Xet(e) => e.is_not_found(),
             TransferError::Grpc(e) => e.is_not_found(),
+            _ => false,
+        }
+    }
+
+    /// Whether the server refused the request as invalid (not a transient or
+    /// authorization failure): e.g. a shard naming a xorb the server does not hold.
+    pub fn is_refused(&self) -> bool {
+        match self {
+            TransferError::Xet(XetError::ShardRejected { retryable, .. }) => !retryable,
+            TransferError::Xet(e) => e.status().is_some_and(|s| {
+                s.is_client_error()
+                    && ![
+                        StatusCode::UNAUTHORIZED,
+                        StatusCode::FORBIDDEN,
+                        StatusCode::REQUEST_TIMEOUT,
+                        StatusCode::TOO_MANY_REQUESTS,
+                    ]
+                    .contains(&s)
+            }),
+            TransferError::Grpc(e) => matches!(
+                e.code(),
+                Some(
+                    tonic::Code::InvalidArgument
+                        | tonic::Code::FailedPrecondition
+                        | tonic::Code::NotFound
+                )
+            ),
             _ => false,
         }
     }

@@ -1,9 +1,9 @@
 //! Uploading files: chunking, global dedup, xorbs, shards.
 //!
-//! Files are processed one after the other. Each file is read whole into
-//! memory (so memory use grows with the largest file), chunked and hashed on
-//! [`UploadOptions::chunk_threads`] threads, and its global-dedup candidates
-//! are queried. It is then added to the open [`UploadSession`] on a blocking
+//! Files are processed one after the other. Each file is mapped read-only
+//! (never copied into memory whole), chunked and hashed on
+//! [`UploadOptions::chunk_threads`] threads while its SHA-256 is computed on a
+//! thread of its own, and its global-dedup candidates are queried. It is then added to the open [`UploadSession`] on a blocking
 //! thread, which hands over every xorb as soon as it is full: xorbs upload
 //! ([`UploadOptions::xorb_concurrency`] at a time) while packing and
 //! compression go on. Once a batch holds [`UploadOptions::batch_bytes`] of new
@@ -20,14 +20,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use cas_core::MerkleHash;
-use cas_core::chunking::{Chunk, chunk_and_hash_parallel};
+use cas_core::chunking::Chunk;
 use cas_core::constants::MAX_SHARD_BYTES;
 use cas_core::dedup::should_query_global_dedup;
 use cas_core::shard::{HEADER_SIZE, ParsedShard, RECORD_SIZE, Shard, parse_shard};
 use futures::StreamExt;
 
+use super::file_data::FileData;
+use super::scan::{Scanned, manifest_of, scan};
 use super::transport::Transport;
 use super::{Progress, ProgressFn, TransferError, report};
+use crate::cache::{CachedShards, LocalCache};
 use crate::pipeline::UploadSession;
 use cas_core::xorb::SerializedXorb;
 
@@ -46,6 +49,9 @@ pub struct UploadOptions {
     pub max_shard_bytes: usize,
     /// Progress notifications.
     pub progress: Option<ProgressFn>,
+    /// The local cache to consult before asking the server, and to keep what
+    /// this upload registered and learned (none: the server only).
+    pub cache: Option<LocalCache>,
 }
 
 impl Default for UploadOptions {
@@ -57,6 +63,7 @@ impl Default for UploadOptions {
             batch_bytes: 512 << 20,
             max_shard_bytes: MAX_SHARD_BYTES,
             progress: None,
+            cache: None,
         }
     }
 }
@@ -70,6 +77,7 @@ impl std::fmt::Debug for UploadOptions {
             .field("batch_bytes", &self.batch_bytes)
             .field("max_shard_bytes", &self.max_shard_bytes)
             .field("progress", &self.progress.is_some())
+            .field("cache", &self.cache)
             .finish()
     }
 }
@@ -114,6 +122,14 @@ pub struct UploadReport {
     pub dedup_hits: usize,
     /// Answers not used: unparsable, expired, or the query failed.
     pub dedup_answers_ignored: usize,
+    /// Chunks verified against the manifest of an earlier upload of the same
+    /// path instead of being chunked again (the fast path for edited files).
+    pub chunks_reused: usize,
+    /// Shards of the local cache that located chunks of this upload.
+    pub cache_shards_used: usize,
+    /// Whether the server refused a shard built from the local cache, so the
+    /// endpoint's cache was dropped and the upload run again without it.
+    pub cache_dropped: bool,
 }
 
 impl UploadReport {
@@ -186,7 +202,7 @@ pub async fn upload_paths<T: Transport>(
 
 /// Uploads regular files; returns their hashes and what was sent.
 ///
-/// Each file is read whole into memory; new xorbs are held in memory until
+/// Each file is mapped, not read into memory; new xorbs are held in memory until
 /// their batch is sent (see the module documentation).
 pub async fn upload_files<T: Transport>(
     client: &T,
@@ -200,12 +216,30 @@ pub async fn upload_files<T: Transport>(
     }
     report(&opts.progress, Progress::Total { bytes: total });
 
-    let mut up = Uploader::new(client, opts);
-    for path in files {
-        up.add_path(path).await?;
+    let cached = match &opts.cache {
+        Some(cache) => {
+            let shards = cache.shards.clone();
+            Some(tokio::task::spawn_blocking(move || shards.load(now_secs())).await?)
+        }
+        None => None,
+    };
+    let mut up = Uploader::new(client, opts, cached);
+    let result = up.run(files).await;
+    match result {
+        // The server does not know a xorb the cache promised (another cluster behind
+        // the same address, a store reset): forget this endpoint's cache, start again.
+        Err(e) if up.used_cache && e.is_refused() => {
+            if let Some(cache) = &opts.cache {
+                let _ = cache.shards.clear();
+            }
+            let mut again = Uploader::new(client, opts, None);
+            again.run(files).await?;
+            again.report.cache_dropped = true;
+            Ok(again.report)
+        }
+        Err(e) => Err(e),
+        Ok(()) => Ok(up.report),
     }
-    up.flush().await?;
-    Ok(up.report)
 }
 
 /// Shard bytes one file may need: header, one entry and one verification entry
@@ -244,6 +278,14 @@ struct Uploader<'a, T> {
     known: HashSet<MerkleHash>,
     /// Chunk hashes already queried (answered or not).
     queried: HashSet<MerkleHash>,
+    /// The local cache's shards, if there is a cache.
+    cached: Option<CachedShards>,
+    /// Cached shards already learned.
+    cache_learned: HashSet<usize>,
+    /// Whether a cached shard located any chunk (the server may refuse what it names).
+    used_cache: bool,
+    /// Dedup answers to keep in the cache once the batch is registered.
+    to_cache: Vec<Bytes>,
     /// Files in the open batch.
     batch_files: usize,
     /// New bytes packed in the open batch.
@@ -255,7 +297,7 @@ struct Uploader<'a, T> {
 
 impl<'a, T: Transport> Uploader<'a, T> {
     /// A fresh upload.
-    fn new(client: &'a T, opts: &'a UploadOptions) -> Self {
+    fn new(client: &'a T, opts: &'a UploadOptions, cached: Option<CachedShards>) -> Self {
         Uploader {
             client,
             opts,
@@ -263,11 +305,23 @@ impl<'a, T: Transport> Uploader<'a, T> {
             learned: Vec::new(),
             known: HashSet::new(),
             queried: HashSet::new(),
+            cached,
+            cache_learned: HashSet::new(),
+            used_cache: false,
+            to_cache: Vec::new(),
             batch_files: 0,
             batch_new_bytes: 0,
             batch_shard_estimate: HEADER_SIZE + 2 * RECORD_SIZE,
             report: UploadReport::default(),
         }
+    }
+
+    /// Uploads `files` in order, then sends the last batch.
+    async fn run(&mut self, files: &[PathBuf]) -> Result<(), TransferError> {
+        for path in files {
+            self.add_path(path).await?;
+        }
+        self.flush().await
     }
 
     /// Reads, chunks, deduplicates and packs one file.
@@ -282,12 +336,22 @@ impl<'a, T: Transport> Uploader<'a, T> {
         );
         let threads = self.opts.chunk_threads.max(1);
         let owned = path.to_path_buf();
-        let (data, chunks) = tokio::task::spawn_blocking(move || {
-            let data = std::fs::read(&owned).map_err(|e| TransferError::io(&owned, e))?;
-            let chunks = chunk_and_hash_parallel(&data, threads);
-            Ok::<_, TransferError>((data, chunks))
+        let manifests = self.opts.cache.as_ref().map(|c| c.manifests.clone());
+        // The SHA-256 runs on its own thread while the file is chunked, hashed and
+        // packed; a manifest of the path's last upload spares re-chunking what did not change.
+        let (data, scanned) = tokio::task::spawn_blocking(move || {
+            let data = Arc::new(FileData::open(&owned)?);
+            let manifest = manifests.as_ref().and_then(|m| m.load(&owned));
+            let scanned = scan(&data, manifest.as_ref(), threads)?;
+            Ok::<_, TransferError>((data, scanned))
         })
         .await??;
+        let Scanned {
+            chunks,
+            sha256,
+            reused,
+        } = scanned;
+        self.report.chunks_reused += reused;
 
         let estimate = shard_estimate(chunks.len());
         let full = self.batch_new_bytes + data.len() as u64 > self.opts.batch_bytes
@@ -304,17 +368,32 @@ impl<'a, T: Transport> Uploader<'a, T> {
         let (tx, mut rx) = tokio::sync::mpsc::channel(self.opts.xorb_concurrency.max(1));
         let packing = tokio::task::spawn_blocking(move || {
             let mut session = session;
-            let summary =
-                session.add_file_with(&data, &chunks, &mut |x| tx.blocking_send(x).is_ok());
-            (session, summary, chunks)
+            let mut hashed = None;
+            let summary = session.add_file_with_sha256(
+                &data,
+                &chunks,
+                || {
+                    let (digest, checkpoints) = sha256.join()?;
+                    hashed = Some((digest, checkpoints));
+                    Ok(digest)
+                },
+                &mut |x| tx.blocking_send(x).is_ok(),
+            );
+            (session, summary, chunks, hashed)
         });
         let filled = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
         let (packed, sent) = tokio::join!(packing, self.send_xorbs(filled));
         sent?;
-        let (session, summary, chunks) = packed?;
+        let (session, summary, chunks, hashed) = packed?;
         self.session = session;
         let summary = summary?;
         self.known.extend(chunks.iter().map(|c| c.hash));
+        if let (Some(cache), Some((digest, checkpoints))) = (&self.opts.cache, hashed) {
+            // Best effort: without a manifest the next upload of this path scans it all.
+            let manifest = manifest_of(&chunks, summary.size, digest, checkpoints);
+            let (store, owned) = (cache.manifests.clone(), path.to_path_buf());
+            let _ = tokio::task::spawn_blocking(move || store.save(&owned, &manifest)).await;
+        }
 
         self.batch_files += 1;
         self.batch_new_bytes += summary.new_bytes;
@@ -337,12 +416,32 @@ impl<'a, T: Transport> Uploader<'a, T> {
         Ok(())
     }
 
-    /// Queries the server about this file's dedup candidates and teaches the session the answers.
+    /// Looks this file's chunks up in the local cache, then queries the server
+    /// about its remaining dedup candidates; teaches the session the answers.
     ///
-    /// A candidate is the file's first chunk or a chunk in the global-dedup
-    /// sample, not known to this upload and not queried before. A failed query,
-    /// an unparsable answer or one whose key has expired counts as a miss.
+    /// Every chunk not known to this upload is looked up in the cache, and each
+    /// cached shard that holds one is learned whole. A server candidate is the
+    /// file's first chunk or a chunk in the global-dedup sample, still not known
+    /// and not queried before. A failed query, an unparsable answer or one whose
+    /// key has expired counts as a miss.
     async fn query_global_dedup(&mut self, chunks: &[Chunk]) {
+        if let Some(cached) = &self.cached {
+            let mut hits = Vec::new();
+            for c in chunks {
+                if !self.known.contains(&c.hash)
+                    && let Some(i) = cached.find(&c.hash)
+                    && self.cache_learned.insert(i)
+                {
+                    hits.push(i);
+                }
+            }
+            let shards: Vec<_> = hits.into_iter().filter_map(|i| cached.take(i)).collect();
+            for shard in shards {
+                self.report.cache_shards_used += 1;
+                self.used_cache = true;
+                self.learn(shard);
+            }
+        }
         let mut wanted = Vec::new();
         for (i, c) in chunks.iter().enumerate() {
             if should_query_global_dedup(&c.hash, i == 0)
@@ -367,6 +466,9 @@ impl<'a, T: Transport> Uploader<'a, T> {
                 Some(parsed) => {
                     self.report.dedup_hits += 1;
                     self.learn(Arc::new(parsed));
+                    if self.opts.cache.is_some() {
+                        self.to_cache.push(bytes);
+                    }
                 }
                 None => self.report.dedup_answers_ignored += 1,
             }
@@ -391,6 +493,28 @@ impl<'a, T: Transport> Uploader<'a, T> {
         }
         self.session.add_dedup_answer(&shard);
         self.learned.push(shard);
+    }
+
+    /// Keeps a registered batch's new xorbs, and the dedup answers it used, in the
+    /// local cache (best effort: a cache that cannot be written is skipped).
+    async fn keep_in_cache(&mut self, registered: &Shard) {
+        let Some(cache) = &self.opts.cache else {
+            return;
+        };
+        let mut keep: Vec<Bytes> = std::mem::take(&mut self.to_cache);
+        if !registered.xorbs.is_empty()
+            && let Ok(bytes) = Shard::new(Vec::new(), registered.xorbs.clone()).to_bytes()
+        {
+            keep.push(Bytes::from(bytes));
+        }
+        let shards = cache.shards.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for s in &keep {
+                let _ = shards.insert(s);
+            }
+            let _ = shards.evict();
+        })
+        .await;
     }
 
     /// Uploads `xorbs`, `xorb_concurrency` at a time, and counts them in the report.
@@ -444,6 +568,7 @@ impl<'a, T: Transport> Uploader<'a, T> {
         report(&self.opts.progress, Progress::Sent { bytes: len });
         self.report.shards_sent += 1;
         self.report.shard_bytes_sent += len;
+        self.keep_in_cache(&shard).await;
 
         // The next batch starts knowing every xorb created so far, and every dedup answer.
         let created = Arc::new(ParsedShard {

@@ -8,12 +8,16 @@
 //!   stitched exactly;
 //! - [`ChunkedBlocks`]: streaming over any [`std::io::Read`], block by block.
 //!
-//! [`chunk_and_hash`] and [`chunk_and_hash_parallel`] also hash each chunk.
+//! [`chunk_and_hash`] and [`chunk_and_hash_parallel`] also hash each chunk;
+//! [`rechunk`] finds the same chunks for a new version of an input from the
+//! old version's chunk list, re-scanning only around what changed.
 
 mod gear;
+mod incremental;
 mod segmented;
 mod stream;
 
+pub use incremental::{Rechunked, rechunk};
 pub use stream::{ChunkedBlock, ChunkedBlocks, DEFAULT_BLOCK_SIZE};
 
 use crate::hash::{MerkleHash, chunk_hash};

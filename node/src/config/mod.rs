@@ -35,6 +35,7 @@ mod env;
 mod error;
 mod secret;
 mod validate;
+pub use validate::peer_address;
 
 #[cfg(test)]
 mod tests;
@@ -279,13 +280,26 @@ pub struct GrpcConfig {
     /// Address the gRPC server binds, `IP:PORT`.
     #[serde(deserialize_with = "socket_addr")]
     pub listen: SocketAddr,
+    /// `HOST:PORT` at which the other nodes reach this node's gRPC API (what it
+    /// announces to the cluster); unset means the bound address, which is only
+    /// right when `listen` is a specific IP. Required when `listen` is a wildcard.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
 }
 
 impl Default for GrpcConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            advertise: None,
         }
+    }
+}
+
+impl GrpcConfig {
+    /// The address other nodes use: `advertise`, or else the bound address `bound`.
+    pub fn advertised(&self, bound: SocketAddr) -> String {
+        self.advertise.clone().unwrap_or_else(|| bound.to_string())
     }
 }
 

@@ -16,6 +16,7 @@ public_url = "https://eu.cas.example.com/"
 
 [grpc]
 listen = "0.0.0.0:50051"
+advertise = "cas-eu-1.internal:50051"
 
 [s3]
 endpoint = "http://127.0.0.1:9000"
@@ -117,6 +118,11 @@ fn parses_every_field() {
         "trailing slash removed"
     );
     assert_eq!(c.grpc.listen, "0.0.0.0:50051".parse().unwrap());
+    assert_eq!(c.grpc.advertise.as_deref(), Some("cas-eu-1.internal:50051"));
+    assert_eq!(
+        c.grpc.advertised("10.0.0.7:50051".parse().unwrap()),
+        "cas-eu-1.internal:50051"
+    );
     assert_eq!(c.s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
     assert_eq!(c.s3.region, "eu-west-3");
     assert_eq!(c.s3.bucket, "cas-prod");
@@ -290,6 +296,26 @@ fn each_invalid_field_is_named() {
             "[grpc]\nlisten = \"0.0.0.0:8080\"",
             "grpc.listen",
             "clashes with http.listen",
+        ),
+        (
+            "[grpc]\nlisten = \"0.0.0.0:50051\"",
+            "grpc.advertise",
+            "must be set when grpc.listen is a wildcard",
+        ),
+        (
+            "[grpc]\nadvertise = \"cas-1.internal\"",
+            "grpc.advertise",
+            "is not HOST:PORT",
+        ),
+        (
+            "[grpc]\nadvertise = \"cas-1.internal:0\"",
+            "grpc.advertise",
+            "is not a port",
+        ),
+        (
+            "[grpc]\nadvertise = \"bad_host!:50051\"",
+            "grpc.advertise",
+            "is not an IP address or a DNS name",
         ),
         (
             "[s3]\nendpoint = \"localhost:9000\"",

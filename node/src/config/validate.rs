@@ -53,6 +53,20 @@ pub(super) fn validate(config: &NodeConfig, mode: Mode) -> Vec<FieldError> {
         "grpc.listen",
         distinct(config.grpc.listen, &[("http.listen", http.listen)]),
     );
+    match &config.grpc.advertise {
+        Some(addr) => check("grpc.advertise", peer_address(addr)),
+        None => check(
+            "grpc.advertise",
+            if config.grpc.listen.ip().is_unspecified() {
+                Err(format!(
+                    "must be set when grpc.listen is a wildcard address ({}): the other nodes need an address to reach this one",
+                    config.grpc.listen
+                ))
+            } else {
+                Ok(())
+            },
+        ),
+    }
     if let Some(metrics) = config.telemetry.metrics_listen {
         check(
             "telemetry.metrics_listen",
@@ -318,6 +332,35 @@ fn bucket_name(bucket: &str) -> Result<(), String> {
              starting and ending with a letter or digit)"
         ))
     }
+}
+
+/// Checks an address the nodes reach each other at: `IP:PORT`, `[IPv6]:PORT` or
+/// `HOST:PORT` with a DNS name (the rule for `grpc.advertise` and for the addresses an
+/// operator adds members with).
+pub fn peer_address(addr: &str) -> Result<(), String> {
+    if addr.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err(format!("{addr:?} is not HOST:PORT"));
+    };
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => {}
+        _ => return Err(format!("{addr:?}: {port:?} is not a port (1-65535)")),
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if host.is_empty() || host.len() > 253 || !host.split('.').all(label_ok) {
+        return Err(format!(
+            "{addr:?}: {host:?} is not an IP address or a DNS name"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

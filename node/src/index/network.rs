@@ -179,10 +179,11 @@ impl PeerError {
 
 /// Whether a status comes from the transport (no server answered it).
 fn is_transport(s: &tonic::Status) -> bool {
-    s.code() == tonic::Code::Unavailable
-        || s.metadata()
-            .get(crate::api::grpc::ERROR_CODE_METADATA)
-            .is_none()
+    // Our services tag every refusal with a stable code; a status without one came
+    // from the transport (connection refused or reset, no route, a dead peer).
+    s.metadata()
+        .get(crate::api::grpc::ERROR_CODE_METADATA)
+        .is_none()
 }
 
 /// The channels to the other members, one per peer, reused by every call; shared by
@@ -798,5 +799,33 @@ mod tests {
         assert_eq!(LinkDelays::none().one_way("eu-west-3"), Duration::ZERO);
         let eu = LinkDelays::simulated(Region::EuWest3);
         assert_eq!(eu.one_way("ap-southeast-1"), Duration::from_millis(75));
+    }
+
+    #[test]
+    fn statuses_from_our_services_are_not_unreachable_peers() {
+        let transport = tonic::Status::unavailable("tcp connect error");
+        assert!(matches!(
+            PeerError::from_status(2, "127.0.0.1:1", &transport),
+            PeerError::Unreachable { .. }
+        ));
+        let refused = crate::api::grpc::coded(
+            tonic::Code::Unavailable,
+            "index_not_leader",
+            "not the leader",
+        );
+        let e = PeerError::from_status(2, "127.0.0.1:1", &refused);
+        assert!(
+            matches!(
+                &e,
+                PeerError::Status {
+                    code: tonic::Code::Unavailable,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(e.server_code(), Some("index_not_leader"));
+        // A forwarded write refused this way is tried again (the leader moved).
+        assert!(crate::index::peer_retryable(&e));
     }
 }

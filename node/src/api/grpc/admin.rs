@@ -94,12 +94,7 @@ impl Admin for AdminApi {
         if r.id == 0 {
             return Err(malformed("node ids start at 1".into()));
         }
-        if r.addr.parse::<std::net::SocketAddr>().is_err() {
-            return Err(malformed(format!(
-                "{:?} is not a socket address (IP:PORT)",
-                r.addr
-            )));
-        }
+        crate::config::peer_address(&r.addr).map_err(malformed)?;
         if r.region.parse::<crate::config::Region>().is_err() {
             return Err(malformed(format!("{:?} is not a region", r.region)));
         }
