@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cas_core::MerkleHash;
 use cas_node::store::{
-    ErrorClass, LocalS3, LocalS3Config, S3Settings, S3Store, StoreError, shard_key, xorb_key,
+    ErrorClass, LocalS3, LocalS3Config, ObjectBody, S3Settings, S3Store, StoreError, shard_key,
+    xorb_key,
 };
 use rand::RngCore as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -309,6 +310,42 @@ async fn multipart_upload(b: &Backend) {
     }
 }
 
+/// A body in several segments (a xorb and its footer) is stored as their
+/// concatenation, in a single PUT and in a multipart upload whose part
+/// boundaries fall inside segments and between them.
+async fn segmented_bodies(b: &Backend) {
+    for (body_len, footer_len) in [(100_000, 3_000), (20 * MIB + 7, 4_096), (16 * MIB, 1)] {
+        let body = random_bytes(body_len);
+        let footer = random_bytes(footer_len);
+        let joined: Vec<u8> = [&body[..], &footer[..]].concat();
+        let key = xorb_key(&random_hash());
+        let segments = ObjectBody::new([body.clone(), footer.clone()]);
+        assert_eq!(segments.len(), joined.len());
+        b.store.put_object(&key, segments).await.expect("put");
+        assert_eq!(
+            b.store.head_object(&key).await.expect("head"),
+            Some(joined.len() as u64)
+        );
+        let got = b.store.get_object(&key).await.expect("get");
+        assert!(
+            got == joined,
+            "{body_len} + {footer_len} bytes read back differ"
+        );
+    }
+    // Many small segments, and a part boundary (8 MiB) inside one of them.
+    let pieces: Vec<Bytes> = (0..9).map(|i| random_bytes(2 * MIB + i)).collect();
+    let joined: Vec<u8> = pieces.concat();
+    let key = xorb_key(&random_hash());
+    b.store
+        .put_object(&key, ObjectBody::new(pieces))
+        .await
+        .expect("put many");
+    assert!(b.store.get_object(&key).await.expect("get") == joined);
+    if let Some(local) = &b.local {
+        assert_no_pending_uploads(local.root(), Duration::ZERO).await;
+    }
+}
+
 async fn presigned_urls(b: &Backend) {
     let key = xorb_key(&random_hash());
     let other = xorb_key(&random_hash());
@@ -484,6 +521,7 @@ on_every_backend!(
     not_found_is_mapped,
     ranged_gets,
     multipart_upload,
+    segmented_bodies,
     presigned_urls,
     wrong_credentials_are_permanent,
     invalid_keys_are_refused,
@@ -875,4 +913,92 @@ async fn every_s3_call_is_observed_in_metrics() {
         assert!(text.contains(series), "missing {series} in:\n{text}");
     }
     backend.finish().await;
+}
+
+/// A TCP server on 127.0.0.1 that reads each request (headers and a body of
+/// its `Content-Length`), records the header block, and answers `response`.
+async fn recording_server(
+    response: &'static str,
+) -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut got = Vec::new();
+                let end = loop {
+                    if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&got[..end]).to_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                while got.len() < end + length {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                seen.lock().expect("lock").push(head);
+                let _ = socket.write_all(response.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    (addr, heads)
+}
+
+/// PUT payloads are not hashed: no SigV4 payload SHA-256 and no checksum, and
+/// a body of several segments is sent with its exact length and replayed
+/// whole on a retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn puts_are_unsigned_and_segmented_bodies_are_replayed() {
+    let (addr, heads) = recording_server(
+        "HTTP/1.1 200 OK\r\nETag: \"e\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let store = S3Store::new(&settings_for(addr)).expect("store");
+    let body = ObjectBody::new([random_bytes(70_000), random_bytes(123)]);
+    store
+        .put_object(&xorb_key(&random_hash()), body)
+        .await
+        .expect("put");
+    let head = heads.lock().expect("lock")[0].clone();
+    assert!(head.starts_with("put "), "{head}");
+    assert!(
+        head.contains("x-amz-content-sha256: unsigned-payload"),
+        "{head}"
+    );
+    assert!(head.contains("content-length: 70123"), "{head}");
+    assert!(!head.contains("x-amz-checksum-"), "{head}");
+
+    let (addr, heads) = recording_server(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let store = S3Store::new(&settings_for(addr)).expect("store");
+    let body = ObjectBody::new([random_bytes(50_000), random_bytes(10)]);
+    let err = store
+        .put_object(&xorb_key(&random_hash()), body)
+        .await
+        .expect_err("503");
+    assert_error(&err, "store_unavailable", ErrorClass::Transient);
+    // Every attempt carried the whole body (the server read all of it).
+    assert_eq!(
+        heads.lock().expect("lock").len(),
+        3,
+        "1 attempt + 2 retries"
+    );
 }

@@ -1,20 +1,22 @@
 //! Downloading a file, or a byte range of it, by its Xet file hash.
 //!
 //! The reconstruction names the terms (chunk ranges of xorbs) in file order
-//! and where to fetch each. Every distinct byte range is fetched once
-//! (several at a time), decoded, and each term is cut from its decoded range
-//! and checked against its `unpacked_length`. The first term is entered at
-//! `offset_into_first_range` and the output is cut to the requested length.
-//! A whole-file download is verified: the merkle hash of the decoded chunks
-//! must be the requested file hash, or nothing is written.
-//!
-//! Ranges are fetched in file order, several at a time, and written out as soon
-//! as the terms before them are; a decoded range is dropped after its last term,
-//! so memory stays bounded whatever the file size.
+//! and where to fetch each. The terms' stated lengths give each its place in
+//! the output (the first term entered at `offset_into_first_range`, the output
+//! cut to the requested length), so the output is sized up front. Every
+//! distinct byte range is fetched once (several at a time), decoded, and each
+//! term it serves is checked against its `unpacked_length` and written at its
+//! place with a positioned write, from the decoding thread, in whatever order
+//! the ranges complete. A decoded range is dropped once written, so memory
+//! stays bounded whatever the file size. A whole-file download is verified:
+//! the merkle hash of the decoded chunks must be the requested file hash, or
+//! the output is not kept.
 
 use std::collections::HashMap;
-use std::io::{BufWriter, Write};
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use cas_core::MerkleHash;
@@ -26,7 +28,7 @@ use reqwest::StatusCode;
 
 use super::transport::Transport;
 use super::{Progress, ProgressFn, TransferError, report};
-use crate::xet::{ByteRange, ChunkRange, HttpRange, ReconstructionTerm, ReconstructionV2};
+use crate::xet::{ByteRange, ChunkRange, HttpRange, ReconstructionV2};
 
 /// Settings of a download.
 #[derive(Clone)]
@@ -80,10 +82,8 @@ struct Job {
 /// A fetched and decoded range.
 #[derive(Debug)]
 struct Decoded {
-    /// Index of the range's first chunk in its xorb.
-    chunk_start: u32,
     /// The decoded bytes.
-    data: Bytes,
+    data: Vec<u8>,
     /// Chunk boundaries in `data`: `n + 1` offsets.
     bounds: Vec<usize>,
     /// Chunk hashes (only when verifying).
@@ -137,8 +137,14 @@ fn plan(
 }
 
 /// Decodes one fetched range and checks it holds the chunks it should.
-fn decode(file: &MerkleHash, job: &Job, body: &[u8], hash: bool) -> Result<Decoded, TransferError> {
-    let mut data = Vec::new();
+fn decode(
+    file: &MerkleHash,
+    job: &Job,
+    body: &[u8],
+    hash: bool,
+    mut data: Vec<u8>,
+) -> Result<Decoded, TransferError> {
+    data.clear();
     let bounds = decode_range_body(body, &mut data).map_err(|source| TransferError::Decode {
         xorb: job.xorb,
         start: job.chunks.start,
@@ -167,35 +173,10 @@ fn decode(file: &MerkleHash, job: &Job, body: &[u8], hash: bool) -> Result<Decod
         Vec::new()
     };
     Ok(Decoded {
-        chunk_start: job.chunks.start,
-        data: Bytes::from(data),
+        data,
         bounds,
         hashes,
     })
-}
-
-/// Fetches and decodes `jobs` (`fetch_concurrency` at a time), yielding them in order
-/// with the number of bytes fetched for each.
-fn fetch_in_order<'a, T: Transport>(
-    client: &'a T,
-    file: MerkleHash,
-    jobs: Vec<Job>,
-    verify: bool,
-    opts: &'a DownloadOptions,
-) -> impl futures::Stream<Item = Result<(Decoded, u64), TransferError>> + Send + 'a {
-    futures::stream::iter(jobs)
-        .map(move |job| async move {
-            let body = client
-                .fetcher()
-                .fetch_range(&job.url, job.bytes.start, job.bytes.end)
-                .await?;
-            let fetched = body.len() as u64;
-            report(&opts.progress, Progress::Fetched { bytes: fetched });
-            let decoded =
-                tokio::task::spawn_blocking(move || decode(&file, &job, &body, verify)).await??;
-            Ok((decoded, fetched))
-        })
-        .buffered(opts.fetch_concurrency.max(1))
 }
 
 /// Whether a fetch failed because its URL expired (403 from AWS and s3s, 400 from Garage).
@@ -235,111 +216,297 @@ fn renew_urls(
 /// `(chunk hash, length)` of every chunk of a file, in order: the leaves of its hash.
 type Leaves = Vec<(MerkleHash, u64)>;
 
-/// Cuts the terms, in file order, from their decoded ranges: skips
-/// `offset_into_first_range`, stops after the requested length, checks every
-/// term's length and (when verifying) collects the chunk leaves of the file hash.
-#[derive(Debug)]
-struct Assembler {
-    /// Bytes still to skip at the start.
-    skip: u64,
-    /// Bytes still to write.
-    remaining: u64,
-    /// Bytes handed out so far.
-    written: u64,
-    /// The leaves so far, when verifying.
-    leaves: Option<Leaves>,
+/// Where one term's bytes go: bytes `from..to` of the term, written at `at` in
+/// the output (nothing when `from == to`: the term lies outside the range asked for).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Placement {
+    /// Index of the term in the reconstruction.
+    term: usize,
+    /// The term's chunks, relative to the first chunk of its fetched range.
+    chunks: (usize, usize),
+    /// The term's length, as the reconstruction states it.
+    unpacked_length: u64,
+    /// First byte of the term to write.
+    from: u64,
+    /// End (exclusive) of the bytes of the term to write.
+    to: u64,
+    /// Output position of byte `from`.
+    at: u64,
 }
 
-impl Assembler {
-    fn new(offset: u64, limit: Option<u64>, verify: bool) -> Self {
-        Assembler {
-            skip: offset,
-            remaining: limit.unwrap_or(u64::MAX),
-            written: 0,
-            leaves: verify.then(Vec::new),
-        }
+/// Where every term goes in the output, grouped by the range that serves it,
+/// and the output's length.
+///
+/// The terms' stated lengths place them: the output is bytes
+/// `offset_into_first_range..` of their concatenation, cut to `limit`. Every
+/// decoded term is checked against its stated length before it is written, so
+/// a wrong length fails the download rather than misplacing bytes.
+fn layout(
+    file: &MerkleHash,
+    recon: &ReconstructionV2,
+    jobs: &[Job],
+    term_slots: &[usize],
+    limit: Option<u64>,
+) -> Result<(Vec<Vec<Placement>>, u64), TransferError> {
+    let offset = recon.offset_into_first_range;
+    let window_end = offset.saturating_add(limit.unwrap_or(u64::MAX));
+    let mut per_job = vec![Vec::new(); jobs.len()];
+    let mut start = 0u64;
+    for (i, (t, &slot)) in recon.terms.iter().zip(term_slots).enumerate() {
+        let end =
+            start
+                .checked_add(t.unpacked_length)
+                .ok_or_else(|| TransferError::Reconstruction {
+                    file: *file,
+                    reason: "the terms' lengths add up to more than 2^64 bytes".into(),
+                })?;
+        let from = offset.clamp(start, end) - start;
+        let to = window_end.clamp(start, end) - start;
+        let first = jobs[slot].chunks.start;
+        per_job[slot].push(Placement {
+            term: i,
+            chunks: (
+                (t.range.start - first) as usize,
+                (t.range.end - first) as usize,
+            ),
+            unpacked_length: t.unpacked_length,
+            from,
+            to: to.max(from),
+            at: (start + from).saturating_sub(offset),
+        });
+        start = end;
+    }
+    if offset > start {
+        return Err(TransferError::Reconstruction {
+            file: *file,
+            reason: format!("offset_into_first_range {offset} is past the end of the terms"),
+        });
+    }
+    Ok((per_job, window_end.min(start) - offset))
+}
+
+/// The output of a download: sized once, then written at positions, in any
+/// order and from several threads at once.
+trait Sink: Send + Sync + 'static {
+    /// Sets the output's length (before any write).
+    fn set_len(&self, len: u64) -> std::io::Result<()>;
+    /// Writes all of `buf` at byte `pos`.
+    fn write_at(&self, buf: &[u8], pos: u64) -> std::io::Result<()>;
+}
+
+impl Sink for std::fs::File {
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        std::fs::File::set_len(self, len)
     }
 
-    /// The bytes of term `i` to write (possibly none), cut from its decoded range `d`.
-    fn term(
-        &mut self,
-        file: &MerkleHash,
-        i: usize,
-        t: &ReconstructionTerm,
-        d: &Decoded,
-    ) -> Result<Bytes, TransferError> {
-        let a = (t.range.start - d.chunk_start) as usize;
-        let b = (t.range.end - d.chunk_start) as usize;
-        let bytes = d.data.slice(d.bounds[a]..d.bounds[b]);
-        if bytes.len() as u64 != t.unpacked_length {
+    #[cfg(unix)]
+    fn write_at(&self, buf: &[u8], pos: u64) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(self, buf, pos)
+    }
+
+    #[cfg(windows)]
+    fn write_at(&self, mut buf: &[u8], mut pos: u64) -> std::io::Result<()> {
+        while !buf.is_empty() {
+            match std::os::windows::fs::FileExt::seek_write(self, buf, pos) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    buf = &buf[n..];
+                    pos += n as u64;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An output in memory.
+#[derive(Debug, Default)]
+struct Memory(std::sync::Mutex<Vec<u8>>);
+
+impl Memory {
+    fn into_inner(self: Arc<Self>) -> Vec<u8> {
+        match Arc::try_unwrap(self) {
+            Ok(m) => m.0.into_inner().unwrap_or_else(|p| p.into_inner()),
+            Err(shared) => shared.0.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        }
+    }
+}
+
+impl Sink for Memory {
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        let len = usize::try_from(len).map_err(|_| std::io::ErrorKind::OutOfMemory)?;
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .resize(len, 0);
+        Ok(())
+    }
+
+    fn write_at(&self, buf: &[u8], pos: u64) -> std::io::Result<()> {
+        let mut out = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let at = usize::try_from(pos).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+        out.get_mut(at..at + buf.len())
+            .ok_or(std::io::ErrorKind::InvalidInput)?
+            .copy_from_slice(buf);
+        Ok(())
+    }
+}
+
+/// Decoding buffers, reused from range to range: a fresh buffer per range
+/// costs a page fault and the zeroing of every page it touches.
+#[derive(Debug, Default)]
+struct Buffers(std::sync::Mutex<Vec<Vec<u8>>>);
+
+impl Buffers {
+    fn take(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+
+    fn put(&self, buffer: Vec<u8>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(buffer);
+    }
+}
+
+/// Decodes one fetched range (into a buffer from `buffers`, given back
+/// after), checks each term it serves against its stated length and writes
+/// the term's bytes at their place; returns the range's leaves (when verifying).
+#[allow(clippy::too_many_arguments)]
+fn write_range<S: Sink>(
+    file: &MerkleHash,
+    job: &Job,
+    body: &[u8],
+    verify: bool,
+    placements: &[Placement],
+    sink: &S,
+    buffers: &Buffers,
+    out_path: &Path,
+) -> Result<Leaves, TransferError> {
+    let d = decode(file, job, body, verify, buffers.take())?;
+    let result = place_terms(file, &d, placements, sink, out_path);
+    let leaves = d
+        .hashes
+        .iter()
+        .zip(d.bounds.windows(2))
+        .map(|(h, w)| (*h, (w[1] - w[0]) as u64))
+        .collect();
+    buffers.put(d.data);
+    result.map(|()| leaves)
+}
+
+/// Checks each term a decoded range serves and writes its bytes at their place.
+fn place_terms<S: Sink>(
+    file: &MerkleHash,
+    d: &Decoded,
+    placements: &[Placement],
+    sink: &S,
+    out_path: &Path,
+) -> Result<(), TransferError> {
+    for p in placements {
+        let (a, b) = p.chunks;
+        let len = (d.bounds[b] - d.bounds[a]) as u64;
+        if len != p.unpacked_length {
             return Err(TransferError::Reconstruction {
                 file: *file,
                 reason: format!(
-                    "term {i} decodes to {} bytes, its unpacked_length is {}",
-                    bytes.len(),
-                    t.unpacked_length
+                    "term {} decodes to {len} bytes, its unpacked_length is {}",
+                    p.term, p.unpacked_length
                 ),
             });
         }
-        if let Some(leaves) = &mut self.leaves {
-            leaves.extend((a..b).map(|k| (d.hashes[k], (d.bounds[k + 1] - d.bounds[k]) as u64)));
+        if p.from < p.to {
+            let bytes = &d.data[d.bounds[a] + p.from as usize..d.bounds[a] + p.to as usize];
+            sink.write_at(bytes, p.at)
+                .map_err(|e| TransferError::io(out_path, e))?;
         }
-        let s = self.skip.min(bytes.len() as u64) as usize;
-        self.skip -= s as u64;
-        let take = ((bytes.len() - s) as u64).min(self.remaining) as usize;
-        self.remaining -= take as u64;
-        self.written += take as u64;
-        Ok(bytes.slice(s..s + take))
+    }
+    Ok(())
+}
+
+/// What a download needs from the server.
+trait Source: Sync {
+    /// How to rebuild `file` (or a byte range of it).
+    fn reconstruction(
+        &self,
+        file: MerkleHash,
+        range: Option<ByteRange>,
+    ) -> impl Future<Output = Result<ReconstructionV2, TransferError>> + Send;
+
+    /// Bytes `start..=end` of a fetch URL.
+    fn fetch(
+        &self,
+        url: &str,
+        start: u64,
+        end: u64,
+    ) -> impl Future<Output = Result<Bytes, TransferError>> + Send;
+}
+
+/// A [`Transport`] as a download's [`Source`].
+struct Via<'a, T>(&'a T);
+
+impl<T: Transport> Source for Via<'_, T> {
+    async fn reconstruction(
+        &self,
+        file: MerkleHash,
+        range: Option<ByteRange>,
+    ) -> Result<ReconstructionV2, TransferError> {
+        self.0.reconstruction(file, range).await
     }
 
-    /// The bytes written and the leaves, once every term went through.
-    fn finish(
-        self,
-        file: &MerkleHash,
-        offset: u64,
-    ) -> Result<(u64, Option<Leaves>), TransferError> {
-        if self.skip > 0 {
-            return Err(TransferError::Reconstruction {
-                file: *file,
-                reason: format!("offset_into_first_range {offset} is past the end of the terms"),
-            });
-        }
-        Ok((self.written, self.leaves))
+    async fn fetch(&self, url: &str, start: u64, end: u64) -> Result<Bytes, TransferError> {
+        Ok(self.0.fetcher().fetch_range(url, start, end).await?)
     }
 }
 
-/// Downloads into `out` (whose path is only used in error messages).
+/// How one range of a pass ended.
+enum Outcome {
+    /// Fetched, decoded and written: its leaves and the bytes fetched.
+    Written(Leaves, u64),
+    /// Not tried: an expired URL was seen earlier in the pass.
+    Deferred,
+    /// Failed.
+    Failed(TransferError),
+}
+
+/// Downloads into `sink` (`out_path` is only used in error messages).
 ///
-/// Ranges are fetched in file order, `fetch_concurrency` at a time; the terms are
-/// written as soon as their range is decoded (on a blocking thread), and a decoded
-/// range is dropped after its last term, so memory stays near `fetch_concurrency`
-/// ranges whatever the file size. An expired fetch URL gets the reconstruction asked
-/// for again, once, and the download goes on from where it was.
-async fn download_into<T: Transport, W: Write + Send + 'static>(
-    client: &T,
+/// Ranges are fetched `fetch_concurrency` at a time, in file order; each is
+/// decoded on a blocking thread, which writes its terms straight to their
+/// places in the pre-sized output (positioned writes, in whatever order the
+/// ranges complete) and drops it, so memory stays near `fetch_concurrency`
+/// ranges whatever the file size. An expired fetch URL stops new fetches; the
+/// ranges in flight finish, the reconstruction is asked for again, once, and
+/// only the ranges not yet written are fetched again.
+async fn download_into<Src: Source, S: Sink>(
+    source: &Src,
     file: &MerkleHash,
     range: Option<ByteRange>,
     opts: &DownloadOptions,
-    out: W,
+    sink: Arc<S>,
     out_path: PathBuf,
-) -> Result<(W, DownloadReport), TransferError> {
+) -> Result<DownloadReport, TransferError> {
     if file.is_zero() {
         // The empty file: no chunks, nothing to ask the server.
         return match range {
             Some(r) => Err(TransferError::RangeNotSatisfiable {
                 range: r.to_string(),
             }),
-            None => Ok((
-                out,
-                DownloadReport {
-                    verified: true,
-                    ..DownloadReport::default()
-                },
-            )),
+            None => Ok(DownloadReport {
+                verified: true,
+                ..DownloadReport::default()
+            }),
         };
     }
     let verify = range.is_none();
-    let recon = client.reconstruction(*file, range).await?;
+    let recon = source.reconstruction(*file, range).await?;
     let offset = recon.offset_into_first_range;
     if verify && offset != 0 {
         return Err(TransferError::Reconstruction {
@@ -348,93 +515,124 @@ async fn download_into<T: Transport, W: Write + Send + 'static>(
         });
     }
     let (mut jobs, term_slots) = plan(file, &recon)?;
-    let mut last_use = vec![0usize; jobs.len()];
-    for (i, &slot) in term_slots.iter().enumerate() {
-        last_use[slot] = i;
+    let (placements, out_len) = layout(
+        file,
+        &recon,
+        &jobs,
+        &term_slots,
+        range.and_then(|r| r.len()),
+    )?;
+    if !verify && out_len == 0 {
+        return Err(TransferError::RangeNotSatisfiable {
+            range: range.map(|r| r.to_string()).unwrap_or_default(),
+        });
     }
     let total: u64 = jobs.iter().map(|j| j.bytes.len()).sum();
     report(&opts.progress, Progress::Total { bytes: total });
+    sink.set_len(out_len)
+        .map_err(|e| TransferError::io(&out_path, e))?;
 
-    // The writer thread: writes what it receives, in order.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(64);
-    let writer = tokio::task::spawn_blocking(move || {
-        let mut out = out;
-        for part in rx {
-            out.write_all(&part)
-                .map_err(|e| TransferError::io(&out_path, e))?;
-        }
-        Ok::<_, TransferError>(out)
-    });
-
-    let fed = async {
-        let tx = tx;
-        let mut asm = Assembler::new(offset, range.and_then(|r| r.len()), verify);
-        let mut held: HashMap<usize, Decoded> = HashMap::new();
-        let mut received = 0usize;
-        let mut fetched = 0u64;
-        let mut renewed = false;
-        let mut stream = Box::pin(fetch_in_order(client, *file, jobs.clone(), verify, opts));
-        for (i, (t, &slot)) in recon.terms.iter().zip(&term_slots).enumerate() {
-            while slot >= received {
-                match stream.next().await {
-                    Some(Ok((d, n))) => {
-                        held.insert(received, d);
-                        received += 1;
+    let placements = Arc::new(placements);
+    let buffers = Arc::new(Buffers::default());
+    let mut job_leaves: Vec<Option<Leaves>> = vec![None; jobs.len()];
+    let mut pending: Vec<usize> = (0..jobs.len()).collect();
+    let mut fetched = 0u64;
+    let mut renewed = false;
+    loop {
+        let expired = AtomicBool::new(false);
+        let mut retry = Vec::new();
+        {
+            let jobs = &jobs;
+            let expired = &expired;
+            let (placements, sink, buffers, out_path) = (&placements, &sink, &buffers, &out_path);
+            let mut results = futures::stream::iter(pending.iter().copied())
+                .map(|j| async move {
+                    if expired.load(Ordering::Relaxed) {
+                        return (j, Outcome::Deferred);
+                    }
+                    let job = &jobs[j];
+                    let body = match source.fetch(&job.url, job.bytes.start, job.bytes.end).await {
+                        Ok(b) => b,
+                        Err(e) => {
+                            if !renewed && is_expired_url(&e) {
+                                expired.store(true, Ordering::Relaxed);
+                            }
+                            return (j, Outcome::Failed(e));
+                        }
+                    };
+                    let n = body.len() as u64;
+                    report(&opts.progress, Progress::Fetched { bytes: n });
+                    let (job, places, sink, buffers, out_path) = (
+                        job.clone(),
+                        placements.clone(),
+                        sink.clone(),
+                        buffers.clone(),
+                        out_path.clone(),
+                    );
+                    let file = *file;
+                    let written = tokio::task::spawn_blocking(move || {
+                        let places = &places[j];
+                        write_range(
+                            &file, &job, &body, verify, places, &*sink, &buffers, &out_path,
+                        )
+                    })
+                    .await;
+                    match written {
+                        Ok(Ok(leaves)) => (j, Outcome::Written(leaves, n)),
+                        Ok(Err(e)) => (j, Outcome::Failed(e)),
+                        Err(e) => (j, Outcome::Failed(e.into())),
+                    }
+                })
+                .buffer_unordered(opts.fetch_concurrency.max(1));
+            while let Some((j, outcome)) = results.next().await {
+                match outcome {
+                    Outcome::Written(leaves, n) => {
                         fetched += n;
+                        job_leaves[j] = Some(leaves);
                     }
-                    Some(Err(e)) if !renewed && is_expired_url(&e) => {
-                        renewed = true;
-                        let fresh = client.reconstruction(*file, range).await?;
-                        renew_urls(file, &recon, &fresh, &mut jobs)?;
-                        let rest = jobs[received..].to_vec();
-                        stream = Box::pin(fetch_in_order(client, *file, rest, verify, opts));
-                    }
-                    Some(Err(e)) => return Err(e),
-                    None => return Err(TransferError::Task("a range was not fetched".into())),
+                    Outcome::Deferred => retry.push(j),
+                    Outcome::Failed(e) if !renewed && is_expired_url(&e) => retry.push(j),
+                    Outcome::Failed(e) => return Err(e),
                 }
             }
-            let part = asm.term(file, i, t, &held[&slot])?;
-            if last_use[slot] == i {
-                held.remove(&slot);
-            }
-            if !part.is_empty() && tx.send(part).is_err() {
-                // The writer stopped; its error is reported below.
-                break;
-            }
         }
-        let (written, leaves) = asm.finish(file, offset)?;
-        Ok((written, leaves, fetched))
+        if retry.is_empty() {
+            break;
+        }
+        renewed = true;
+        let fresh = source.reconstruction(*file, range).await?;
+        renew_urls(file, &recon, &fresh, &mut jobs)?;
+        retry.sort_unstable();
+        pending = retry;
     }
-    .await;
-    let out = writer.await??;
-    let (written, leaves, fetched) = fed?;
 
-    match leaves {
-        Some(leaves) => {
-            let actual = file_hash(&leaves);
-            if actual != *file {
-                return Err(TransferError::FileHashMismatch {
-                    expected: *file,
-                    actual,
-                });
-            }
+    if verify {
+        let mut leaves = Leaves::new();
+        for (t, &slot) in recon.terms.iter().zip(&term_slots) {
+            let of_range = job_leaves[slot]
+                .as_ref()
+                .ok_or_else(|| TransferError::Task("a range was not fetched".into()))?;
+            let first = jobs[slot].chunks.start;
+            let (a, b) = (
+                (t.range.start - first) as usize,
+                (t.range.end - first) as usize,
+            );
+            leaves.extend_from_slice(&of_range[a..b]);
         }
-        None if written == 0 => {
-            return Err(TransferError::RangeNotSatisfiable {
-                range: range.map(|r| r.to_string()).unwrap_or_default(),
+        let actual = file_hash(&leaves);
+        if actual != *file {
+            return Err(TransferError::FileHashMismatch {
+                expected: *file,
+                actual,
             });
         }
-        None => {}
     }
-    Ok((
-        out,
-        DownloadReport {
-            bytes_written: written,
-            bytes_fetched: fetched,
-            fetches: jobs.len(),
-            verified: verify,
-        },
-    ))
+    Ok(DownloadReport {
+        bytes_written: out_len,
+        bytes_fetched: fetched,
+        fetches: jobs.len(),
+        verified: verify,
+    })
 }
 
 /// Downloads a file (or a byte range of it) into memory.
@@ -444,21 +642,24 @@ pub async fn download_bytes<T: Transport>(
     range: Option<ByteRange>,
     opts: &DownloadOptions,
 ) -> Result<(Vec<u8>, DownloadReport), TransferError> {
-    download_into(
-        client,
+    let out = Arc::new(Memory::default());
+    let report = download_into(
+        &Via(client),
         file_hash,
         range,
         opts,
-        Vec::new(),
+        out.clone(),
         PathBuf::from("<memory>"),
     )
-    .await
+    .await?;
+    Ok((out.into_inner(), report))
 }
 
 /// Downloads a file (or a byte range of it) to `out`, atomically: the bytes go
-/// to a temporary file in `out`'s directory, which is synced and renamed over
-/// `out` only once everything was fetched, checked and (for a whole file)
-/// verified. On error `out` is left untouched.
+/// to a temporary file in `out`'s directory, sized first and written at each
+/// term's place as ranges arrive; it is synced and renamed over `out` only
+/// once everything was fetched, checked and (for a whole file) verified. On
+/// error `out` is left untouched.
 pub async fn download_to_file<T: Transport>(
     client: &T,
     file_hash: &MerkleHash,
@@ -474,14 +675,21 @@ pub async fn download_to_file<T: Transport>(
         .prefix(".cas-download-")
         .tempfile_in(&dir)
         .map_err(|e| TransferError::io(&dir, e))?;
-    let writer = BufWriter::with_capacity(1 << 20, tmp);
-    let (writer, report) =
-        download_into(client, file_hash, range, opts, writer, out.to_path_buf()).await?;
+    let file = tmp
+        .as_file()
+        .try_clone()
+        .map_err(|e| TransferError::io(tmp.path(), e))?;
+    let report = download_into(
+        &Via(client),
+        file_hash,
+        range,
+        opts,
+        Arc::new(file),
+        out.to_path_buf(),
+    )
+    .await?;
     let out = out.to_path_buf();
     tokio::task::spawn_blocking(move || {
-        let tmp = writer
-            .into_inner()
-            .map_err(|e| TransferError::io(&out, e.into_error()))?;
         tmp.as_file()
             .sync_all()
             .map_err(|e| TransferError::io(tmp.path(), e))?;
@@ -572,64 +780,211 @@ mod tests {
         assert!(recon.terms.len() > 3);
     }
 
-    /// Runs every term of `recon` through an [`Assembler`]: the bytes, their count, the leaves.
-    fn assemble_all(
-        file: &MerkleHash,
-        recon: &ReconstructionV2,
-        decoded: &[Decoded],
-        slots: &[usize],
-        limit: Option<u64>,
-        verify: bool,
-    ) -> Result<(Vec<u8>, u64, Option<Leaves>), TransferError> {
-        let mut asm = Assembler::new(recon.offset_into_first_range, limit, verify);
-        let mut out = Vec::new();
-        for (i, (t, &s)) in recon.terms.iter().zip(slots).enumerate() {
-            out.extend_from_slice(&asm.term(file, i, t, &decoded[s])?);
-        }
-        let (n, leaves) = asm.finish(file, recon.offset_into_first_range)?;
-        Ok((out, n, leaves))
+    fn seeded_random(n: usize, seed: u64) -> Vec<u8> {
+        let mut s = seed | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                s as u8
+            })
+            .collect()
     }
 
-    #[test]
-    fn assembles_skips_truncates_and_verifies() {
-        let data = pseudo_random(700_000);
-        let (body, mut recon, leaves) = fixture(&data);
-        let file = file_hash(&leaves);
-        let (jobs, slots) = plan(&file, &recon).unwrap();
-        let decoded = vec![decode(&file, &jobs[0], &body, true).unwrap()];
+    /// A server in memory: answers the `k`-th reconstruction request with
+    /// `recons[k]` (the last one from then on); fetch URLs are `http://fetch/<n>`
+    /// (the `n`-th xorb, answered after `(xorbs - n) * 3` ms, so that ranges
+    /// complete in reverse file order) or `expired/<n>` (403).
+    struct Mock {
+        recons: Vec<ReconstructionV2>,
+        bodies: Vec<Vec<u8>>,
+        recon_calls: std::sync::atomic::AtomicUsize,
+    }
 
-        let (out, n, got_leaves) =
-            assemble_all(&file, &recon, &decoded, &slots, None, true).unwrap();
-        assert_eq!(n, data.len() as u64);
-        assert_eq!(out, data);
-        assert_eq!(file_hash(&got_leaves.unwrap()), file);
+    impl Source for Mock {
+        async fn reconstruction(
+            &self,
+            _file: MerkleHash,
+            _range: Option<ByteRange>,
+        ) -> Result<ReconstructionV2, TransferError> {
+            let k = self.recon_calls.fetch_add(1, Ordering::SeqCst);
+            Ok(self.recons[k.min(self.recons.len() - 1)].clone())
+        }
 
-        // A range starting mid-chunk: skip into the first term, cut at the length.
-        recon.offset_into_first_range = 1234;
-        let (out, n, leaves) =
-            assemble_all(&file, &recon, &decoded, &slots, Some(100_000), false).unwrap();
-        assert_eq!(n, 100_000);
-        assert_eq!(out, &data[1234..101_234]);
-        assert!(leaves.is_none());
+        async fn fetch(&self, url: &str, start: u64, end: u64) -> Result<Bytes, TransferError> {
+            if url.starts_with("expired/") {
+                return Err(TransferError::Xet(crate::xet::XetError::Status {
+                    status: StatusCode::FORBIDDEN,
+                    url: url.into(),
+                    detail: Default::default(),
+                }));
+            }
+            let n: usize = url.rsplit('/').next().unwrap().parse().unwrap();
+            let delay = (self.bodies.len() - n) as u64 * 3;
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+            Ok(Bytes::copy_from_slice(
+                &self.bodies[n][start as usize..=end as usize],
+            ))
+        }
+    }
+
+    /// A file made of `pieces` in the order `order` (a piece may repeat), one
+    /// xorb per distinct piece and one term per chunk: the file's bytes, its
+    /// hash, and a server holding it (fetch URLs under `url_base`).
+    fn many_terms(order: &[usize], url_base: &str) -> (Vec<u8>, MerkleHash, Mock) {
+        let pieces: Vec<Vec<u8>> = (0..6)
+            .map(|k| seeded_random(150_000 + 40_000 * k, 0x1234_5678 + k as u64))
+            .collect();
+        let mut bodies = Vec::new();
+        let mut xorbs = HashMap::new();
+        let mut terms = Vec::new();
+        let mut leaves = Vec::new();
+        let mut data = Vec::new();
+        let mut fixtures: HashMap<usize, (ReconstructionV2, Leaves)> = HashMap::new();
+        for &k in order {
+            let (recon, l) = fixtures.entry(k).or_insert_with(|| {
+                let (body, mut recon, l) = fixture(&pieces[k]);
+                for f in recon.xorbs.values_mut().flatten() {
+                    f.url = format!("{url_base}/{}", bodies.len());
+                }
+                bodies.push(body);
+                xorbs.extend(recon.xorbs.clone());
+                (recon, l)
+            });
+            terms.extend(recon.terms.iter().cloned());
+            leaves.extend_from_slice(l);
+            data.extend_from_slice(&pieces[k]);
+        }
+        let recon = ReconstructionV2 {
+            offset_into_first_range: 0,
+            terms,
+            xorbs,
+        };
+        let mock = Mock {
+            recons: vec![recon],
+            bodies,
+            recon_calls: Default::default(),
+        };
+        (data, file_hash(&leaves), mock)
+    }
+
+    const ORDER: [usize; 9] = [0, 1, 2, 1, 3, 4, 5, 0, 2];
+
+    fn opts(fetch_concurrency: usize) -> DownloadOptions {
+        DownloadOptions {
+            fetch_concurrency,
+            progress: None,
+        }
+    }
+
+    async fn to_memory(
+        mock: &Mock,
+        file: &MerkleHash,
+        range: Option<ByteRange>,
+        fetch_concurrency: usize,
+    ) -> Result<(Vec<u8>, DownloadReport), TransferError> {
+        let out = Arc::new(Memory::default());
+        let report = download_into(
+            mock,
+            file,
+            range,
+            &opts(fetch_concurrency),
+            out.clone(),
+            PathBuf::from("<memory>"),
+        )
+        .await?;
+        Ok((out.into_inner(), report))
+    }
+
+    #[tokio::test]
+    async fn ranges_completing_out_of_order_give_the_same_bytes() {
+        let (data, file, mock) = many_terms(&ORDER, "http://fetch");
+        assert!(
+            mock.recons[0].terms.len() > 20,
+            "{}",
+            mock.recons[0].terms.len()
+        );
+        for concurrency in [1, 3, 8] {
+            let (out, report) = to_memory(&mock, &file, None, concurrency).await.unwrap();
+            assert!(out == data, "concurrency {concurrency}");
+            assert_eq!(report.bytes_written, data.len() as u64);
+            assert!(report.verified);
+            // Six distinct ranges, each fetched once though some serve two places.
+            assert_eq!(report.fetches, 6);
+        }
+
+        // The same into a file, through positioned writes.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        let file_out = Arc::new(std::fs::File::create(&path).unwrap());
+        let report = download_into(&mock, &file, None, &opts(8), file_out, path.clone())
+            .await
+            .unwrap();
+        assert_eq!(report.bytes_written, data.len() as u64);
+        assert!(std::fs::read(&path).unwrap() == data);
+    }
+
+    #[tokio::test]
+    async fn a_byte_range_is_cut_from_the_terms() {
+        let (data, file, mut mock) = many_terms(&ORDER, "http://fetch");
+        mock.recons[0].offset_into_first_range = 1234;
+        let len = 700_000u64;
+        let range = ByteRange::offset_length(1234, len);
+        let (out, report) = to_memory(&mock, &file, range, 8).await.unwrap();
+        assert_eq!(report.bytes_written, len);
+        assert!(!report.verified);
+        assert!(out == data[1234..1234 + len as usize]);
+
+        // To the end of the file.
+        let range = Some(ByteRange::from_start(1234));
+        let (out, _) = to_memory(&mock, &file, range, 8).await.unwrap();
+        assert!(out == data[1234..]);
 
         // An offset past all the data is an error.
-        recon.offset_into_first_range = data.len() as u64 + 1;
+        mock.recons[0].offset_into_first_range = data.len() as u64 + 1;
         assert!(matches!(
-            assemble_all(&file, &recon, &decoded, &slots, None, false),
+            to_memory(&mock, &file, range, 8).await,
             Err(TransferError::Reconstruction { .. })
         ));
     }
 
-    #[test]
-    fn wrong_term_length_is_rejected() {
-        let data = pseudo_random(300_000);
-        let (body, mut recon, leaves) = fixture(&data);
-        let file = file_hash(&leaves);
-        recon.terms[0].unpacked_length += 1;
-        let (jobs, slots) = plan(&file, &recon).unwrap();
-        let decoded = vec![decode(&file, &jobs[0], &body, false).unwrap()];
-        let err = assemble_all(&file, &recon, &decoded, &slots, None, false).unwrap_err();
+    #[tokio::test]
+    async fn wrong_term_length_or_hash_is_rejected() {
+        let (_, file, mut mock) = many_terms(&ORDER, "http://fetch");
+        let wrong = MerkleHash([7; 32]);
+        assert!(matches!(
+            to_memory(&mock, &wrong, None, 8).await,
+            Err(TransferError::FileHashMismatch { .. })
+        ));
+        mock.recons[0].terms[5].unpacked_length += 1;
+        let err = to_memory(&mock, &file, None, 8).await.unwrap_err();
         assert!(err.to_string().contains("unpacked_length"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn expired_urls_are_renewed_once() {
+        let (data, file, mut mock) = many_terms(&ORDER, "http://fetch");
+        let fresh = mock.recons[0].clone();
+        let mut stale = fresh.clone();
+        // The fourth xorb's URL has expired: the others are written meanwhile.
+        for f in stale.xorbs.values_mut().flatten() {
+            if f.url.ends_with("/3") {
+                f.url = "expired/3".into();
+            }
+        }
+        mock.recons = vec![stale.clone(), fresh];
+        let (out, report) = to_memory(&mock, &file, None, 8).await.unwrap();
+        assert!(out == data);
+        assert!(report.verified);
+        assert_eq!(mock.recon_calls.load(Ordering::SeqCst), 2);
+
+        // Still expired after the renewal: the error is reported.
+        mock.recons = vec![stale.clone(), stale];
+        mock.recon_calls = Default::default();
+        let err = to_memory(&mock, &file, None, 8).await.unwrap_err();
+        assert!(is_expired_url(&err), "{err}");
+        assert_eq!(mock.recon_calls.load(Ordering::SeqCst), 2);
     }
 
     #[test]
@@ -663,11 +1018,11 @@ mod tests {
         let (mut jobs, _) = plan(&file, &recon).unwrap();
         jobs[0].chunks.end += 1;
         assert!(matches!(
-            decode(&file, &jobs[0], &body, false),
+            decode(&file, &jobs[0], &body, false, Vec::new()),
             Err(TransferError::Reconstruction { .. })
         ));
         assert!(matches!(
-            decode(&file, &jobs[0], &[1, 2, 3], false),
+            decode(&file, &jobs[0], &[1, 2, 3], false, Vec::new()),
             Err(TransferError::Decode { .. })
         ));
     }

@@ -6,13 +6,14 @@
 //! footer (so the object describes itself), and only after S3 acknowledged the write is
 //! it registered in the index (invariant 1).
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use cas_core::hash::MerkleHash;
 use cas_core::xorb::validate_xorb;
 use cas_proto::index::{Command, RegisterXorb, command, command_result};
 
 use super::records::{XorbLayout, xorb_record};
 use super::{Caller, CasService, ServiceError, now_ms};
+use crate::store::ObjectBody;
 use crate::store::keys::xorb_key;
 
 /// Outcome of a xorb upload.
@@ -52,13 +53,12 @@ impl CasService {
                 ServiceError::Inconsistent(format!("xorb validation task failed: {e}"))
             })??;
 
+        // The stored object is the body followed by the footer, sent as two
+        // segments: no copy of the (up to 64 MiB) body to append a few KiB.
         let footer = parsed.storage_footer();
-        let mut stored = BytesMut::with_capacity(parsed.body_len + footer.encoded_len());
-        stored.extend_from_slice(&body[..parsed.body_len]);
         let mut tail = Vec::with_capacity(footer.encoded_len());
         footer.write_to(&mut tail);
-        stored.extend_from_slice(&tail);
-        let stored = stored.freeze();
+        let stored = ObjectBody::new([body.slice(..parsed.body_len), Bytes::from(tail)]);
         let record = xorb_record(&parsed, stored.len() as u64, now_ms(), &caller.subject);
 
         self.store().put_object(&xorb_key(&hash), stored).await?;

@@ -13,12 +13,14 @@
 //! addresses, so two writers of one key write the same bytes (DESIGN.md,
 //! "S3 backends").
 
+mod body;
 mod error;
 pub mod keys;
 mod local;
 mod s3;
 mod settings;
 
+pub use body::ObjectBody;
 pub use error::{ErrorClass, StoreError};
 pub use keys::{shard_key, validate_prefix, xorb_key};
 pub use local::{LocalS3, LocalS3Config, LocalS3Error};

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _, stream};
 use tracing::Instrument as _;
 
+use super::body::ObjectBody;
 use super::error::{body_error, classify};
 use super::keys::validate_key;
 use super::settings::MAX_PARTS;
@@ -44,6 +45,8 @@ const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 ///   plain HTTP refuses the SDK's default streaming checksums, and AWS accepts
 ///   this setting too. Integrity in transit rests on TLS in production, and
 ///   xorbs are re-verified by hash when read back;
+/// - PUT and part payloads unsigned (`UNSIGNED-PAYLOAD`, see
+///   [`put_object`](Self::put_object)): no SHA-256 over every byte;
 /// - path-style addressing whenever a custom endpoint is set;
 /// - the SDK's standard retry strategy (exponential backoff with jitter, 5xx,
 ///   throttling, timeouts and connection errors) with `max_retries + 1`
@@ -170,7 +173,19 @@ impl S3Store {
     /// the returned future is dropped midway the abort is spawned on the
     /// runtime. (A bucket lifecycle rule `AbortIncompleteMultipartUpload`
     /// catches what a crash leaves behind.)
-    pub async fn put_object(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
+    ///
+    /// The body may be several segments (e.g. a xorb and its footer): they are
+    /// streamed one after the other, never joined. Payloads are not signed
+    /// (`UNSIGNED-PAYLOAD`): hashing every byte with SHA-256 for SigV4 was a
+    /// fifth of the node's CPU on uploads, and cost the S3 server a second
+    /// hash to check it. TLS protects the bytes in transit, and every xorb is
+    /// re-verified by its hash when read back.
+    pub async fn put_object(
+        &self,
+        key: &str,
+        body: impl Into<ObjectBody>,
+    ) -> Result<(), StoreError> {
+        let body = body.into();
         let inner = &self.inner;
         validate_key(&inner.prefix, key)?;
         let full = self.full_key(key);
@@ -185,7 +200,9 @@ impl S3Store {
                 .bucket(&inner.bucket)
                 .key(&full)
                 .content_length(length)
-                .body(ByteStream::from(body))
+                .body(ByteStream::new(body.into_sdk_body()))
+                .customize()
+                .disable_payload_signing()
                 .send()
                 .await
                 .map(|_| ())
@@ -365,7 +382,12 @@ impl S3Store {
         }
     }
 
-    async fn put_multipart(&self, key: &str, full: &str, body: Bytes) -> Result<(), StoreError> {
+    async fn put_multipart(
+        &self,
+        key: &str,
+        full: &str,
+        body: ObjectBody,
+    ) -> Result<(), StoreError> {
         let inner = &self.inner;
         let size = body.len() as u64;
         let part_size = inner.part_size.max(size.div_ceil(MAX_PARTS));
@@ -423,7 +445,7 @@ impl S3Store {
         key: &str,
         full: &str,
         upload_id: &str,
-        body: Bytes,
+        body: ObjectBody,
         part_size: u64,
     ) -> Result<(), StoreError> {
         let inner = &self.inner;
@@ -472,7 +494,7 @@ impl S3Store {
         full: &str,
         upload_id: &str,
         number: i32,
-        chunk: Bytes,
+        chunk: ObjectBody,
     ) -> Result<CompletedPart, StoreError> {
         let inner = &self.inner;
         let length = content_length("upload_part", key, chunk.len())?;
@@ -485,7 +507,9 @@ impl S3Store {
                 .upload_id(upload_id)
                 .part_number(number)
                 .content_length(length)
-                .body(ByteStream::from(chunk))
+                .body(ByteStream::new(chunk.into_sdk_body()))
+                .customize()
+                .disable_payload_signing()
                 .send()
                 .await
                 .map_err(|e| classify("upload_part", key, &inner.bucket, e))
