@@ -24,6 +24,7 @@ use cas_client::xet::{RetryPolicy, XetClient, XetClientConfig};
 use cas_core::MerkleHash;
 use cas_node::auth::Scope;
 use cas_node::config::Region;
+use cas_node::index::membership::quorum_round_trip;
 use cas_node::local_cluster::{Layout, LocalCluster, LocalClusterSpec};
 use cas_proto::index::{Command, FileRecord, RegisterFiles, command};
 use cas_proto::raft::peer_client::PeerClient;
@@ -130,15 +131,6 @@ impl Peer {
         req.set_timeout(Duration::from_secs(10));
         self.client.forward_write(req).await.map(|_| ())
     }
-}
-
-/// The round trip from the leader's region to the nearest quorum of voters.
-fn quorum_round_trip(leader: Region, voters: &[Region]) -> Duration {
-    let mut rtts: Vec<Duration> = voters.iter().map(|r| leader.round_trip(*r)).collect();
-    rtts.sort();
-    // The leader counts itself: the quorum's slowest other member decides.
-    let quorum = voters.len() / 2 + 1;
-    rtts.get(quorum - 1).copied().unwrap_or_default()
 }
 
 struct Report(String);

@@ -508,6 +508,15 @@ log_filter = "{filter}"
         Ok(AdminClient::new(channel))
     }
 
+    /// The admin API of node `id`.
+    async fn admin_of(&self, id: u64) -> Result<AdminClient<Channel>, LocalClusterError> {
+        let addr = self
+            .node(id)
+            .ok_or_else(|| LocalClusterError::Node(format!("no node {id}")))?
+            .grpc;
+        self.admin(addr).await
+    }
+
     /// The `Authorization` value of an admin token.
     fn admin_header(&self) -> Result<String, LocalClusterError> {
         Ok(format!("Bearer {}", self.token(&[Scope::Admin])?))
@@ -549,12 +558,9 @@ log_filter = "{filter}"
 
     /// The group as node `id` itself sees it (its own log and snapshot positions).
     pub async fn node_status(&self, id: u64) -> Result<pb::ClusterStatus, LocalClusterError> {
-        let addr = self
-            .node(id)
-            .ok_or_else(|| LocalClusterError::Node(format!("no node {id}")))?
-            .grpc;
-        let mut c = self.admin(addr).await?;
-        let s = c
+        let s = self
+            .admin_of(id)
+            .await?
             .status(self.admin_request(pb::StatusRequest {})?)
             .await
             .map_err(|s| {
@@ -567,12 +573,9 @@ log_filter = "{filter}"
     /// (on a leader, once no follower still needs it). Returns the snapshot's last
     /// log index.
     pub async fn compact(&self, id: u64) -> Result<u64, LocalClusterError> {
-        let addr = self
-            .node(id)
-            .ok_or_else(|| LocalClusterError::Node(format!("no node {id}")))?
-            .grpc;
-        let mut c = self.admin(addr).await?;
-        let r = c
+        let r = self
+            .admin_of(id)
+            .await?
             .compact(self.admin_request(pb::CompactRequest {})?)
             .await
             .map_err(|s| {
