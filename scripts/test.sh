@@ -46,3 +46,14 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== cargo test"
 cargo test --workspace --locked
+
+# As root, the partition and leader-kill scenarios again with each region in its
+# own network namespace: the kernel drops the packets of a cut (iptables).
+if [ "$(id -u)" -eq 0 ] && ip netns add "cas-probe-$$" 2>/dev/null; then
+  ip netns delete "cas-probe-$$"
+  echo "== cluster scenarios in network namespaces (CAS_CLUSTER_NET=netns)"
+  CAS_CLUSTER_NET=netns cargo test -p cas-cluster-tests --test scenarios --locked -- \
+    minority_region_partitioned_away_and_healed leader_kill_9_under_load
+else
+  echo "== cluster scenarios in network namespaces skipped (needs root and ip netns)"
+fi

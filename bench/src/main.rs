@@ -19,6 +19,7 @@
 
 mod clients;
 mod data;
+mod link;
 mod parts;
 mod report;
 mod s3;
@@ -95,6 +96,10 @@ struct Args {
     /// with --keep-work-dir the logs stay in the scratch directory).
     #[arg(long, default_value = "warn")]
     node_log_filter: String,
+    /// Part 2's clients (and its plain-S3 baseline) upload through a link paced to
+    /// this many Mbit/s each way, as a user's uplink [default: loopback, unshaped].
+    #[arg(long, value_name = "MBIT", value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    link_mbit: Option<u64>,
     /// Also write the tables to FILE.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
@@ -177,6 +182,7 @@ async fn run(args: Args) -> Result<Vec<Table>> {
             model_size: args.model_mb << 20,
             changed_fraction: args.changed_percent as f64 / 100.0,
             node_log_filter: args.node_log_filter.clone(),
+            link: args.link_mbit.map(link::Link::new),
         };
         let result = run_parts(&bench, &args.parts).await;
         // Best effort: a failed part may have left objects behind.
@@ -241,9 +247,12 @@ fn parameters(args: &Args) -> String {
     let s3 = clap::ValueEnum::to_possible_value(&args.s3)
         .map(|v| v.get_name().to_owned())
         .unwrap_or_default();
+    let link = args
+        .link_mbit
+        .map_or_else(String::new, |m| format!(" --link-mbit {m}"));
     format!(
         "cas-bench --size-mb {} --model-mb {} --changed-percent {} --reps {} --s3 {s3} \
-         --seed {}  ({cpu}, {cores} cores)",
+         --seed {}{link}  ({cpu}, {cores} cores)",
         args.size_mb, args.model_mb, args.changed_percent, args.reps, args.seed,
     )
 }

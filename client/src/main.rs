@@ -77,6 +77,10 @@ enum Command {
         /// starting at or past the end is an error. Ranges are not hash-verified.
         #[arg(long, value_name = "START-END")]
         range: Option<ByteRange>,
+        /// Flush the bytes to disk before OUT is renamed into place, so the file
+        /// survives a power cut too (without it, OUT still appears only whole).
+        #[arg(long)]
+        sync: bool,
     },
 }
 
@@ -97,7 +101,8 @@ fn main() -> ExitCode {
             hash,
             output,
             range,
-        } => commands::download::run(&server, &hash, &output, range),
+            sync,
+        } => commands::download::run(&server, &hash, &output, range, sync),
     };
     match result {
         Ok(code) => code,

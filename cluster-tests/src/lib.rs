@@ -16,7 +16,9 @@ use cas_client::transfer::{DownloadOptions, Remote, UploadOptions, download_byte
 use cas_client::xet::RetryPolicy;
 use cas_core::MerkleHash;
 use cas_node::auth::Scope;
-use cas_node::local_cluster::{ClusterStatus, Layout, LocalCluster, LocalClusterSpec};
+use cas_node::local_cluster::{
+    ClusterNetwork, ClusterStatus, Layout, LocalCluster, LocalClusterSpec, RegionNetwork,
+};
 use rand::{Rng, SeedableRng};
 
 pub use cas_node::local_cluster;
@@ -47,6 +49,21 @@ pub fn node_exe() -> PathBuf {
 pub fn scenario_layout() -> String {
     std::env::var("CAS_CLUSTER_LAYOUT")
         .unwrap_or_else(|_| "us-east-1=2,eu-west-3=2,ap-southeast-1=1".to_owned())
+}
+
+/// How the scenarios' nodes are networked: `CAS_CLUSTER_NET=netns` puts each region
+/// in its own Linux network namespace (root only: partitions are packets the kernel
+/// drops, latency is `netem`'s where the kernel has it), by default loopback.
+pub fn scenario_network() -> ClusterNetwork {
+    let net: ClusterNetwork = std::env::var("CAS_CLUSTER_NET")
+        .unwrap_or_default()
+        .parse()
+        .unwrap_or_else(|e| panic!("CAS_CLUSTER_NET: {e}"));
+    assert!(
+        net == ClusterNetwork::Loopback || RegionNetwork::available(),
+        "CAS_CLUSTER_NET=netns needs root, `ip` and `iptables`"
+    );
+    net
 }
 
 /// A cluster for one test, in its own temporary directory (kept when the test fails,
@@ -89,6 +106,7 @@ impl TestCluster {
             simulate_region_latency: true,
             log_filter: "warn,cas_node=info".into(),
             fault_injection: true,
+            network: scenario_network(),
         })
         .await
         .unwrap_or_else(|e| panic!("cluster start: {e} (logs in {})", dir.path().display()));
@@ -120,6 +138,16 @@ impl TestCluster {
             .filter(|n| n.region == region)
             .map(|n| n.id)
             .collect()
+    }
+
+    /// Stops the whole cluster (every node, then the S3 server) and starts it again
+    /// on its data ([`LocalCluster::resume`]).
+    pub async fn stop_and_resume(&mut self) {
+        self.cluster.shutdown().await;
+        let spec = self.cluster.spec().clone();
+        self.cluster = LocalCluster::resume(spec)
+            .await
+            .unwrap_or_else(|e| panic!("resuming the cluster: {e}"));
     }
 
     /// Stops every node and the S3 server.
@@ -233,23 +261,35 @@ impl Workload {
     }
 }
 
+/// Downloads the checker keeps in flight per reading node.
+pub const CHECK_CONCURRENCY: usize = 8;
+
 /// Checks that every acknowledged upload downloads byte-identical (whole-file hash
 /// verified) from every node in `readers`; panics naming the first that does not.
+/// Each node serves [`CHECK_CONCURRENCY`] downloads at a time, the nodes one after
+/// the other.
 pub async fn check(tc: &TestCluster, acked: &[Acked], readers: &[u64]) {
+    use futures::StreamExt;
     assert!(!acked.is_empty(), "the workload got nothing acknowledged");
     for id in readers {
         let n = tc.cluster.node(*id).expect("node");
         let client = Remote::connect(&n.http_url(), Some(&tc.token), RetryPolicy::default())
             .expect("client");
-        for a in acked {
-            let got = download_bytes(&client, &a.hash, None, &DownloadOptions::default())
-                .await
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "file {} (acknowledged by node {}) cannot be read from node {id} ({}): {e}",
-                        a.hash, a.via, n.region
-                    )
-                });
+        let region = n.region;
+        let client = &client;
+        let mut downloads = futures::stream::iter(acked)
+            .map(|a| async move {
+                let got = download_bytes(client, &a.hash, None, &DownloadOptions::default()).await;
+                (a, got)
+            })
+            .buffer_unordered(CHECK_CONCURRENCY);
+        while let Some((a, got)) = downloads.next().await {
+            let got = got.unwrap_or_else(|e| {
+                panic!(
+                    "file {} (acknowledged by node {}) cannot be read from node {id} ({region}): {e}",
+                    a.hash, a.via
+                )
+            });
             assert!(
                 got.0 == *a.data,
                 "file {} differs when read from node {id}",

@@ -10,7 +10,7 @@ use cas_cluster_tests::{
     HistoryWorkload, TestCluster, Workload, check, scenario_layout, wait_status,
 };
 use cas_node::config::Region;
-use cas_node::local_cluster::S3Fault;
+use cas_node::local_cluster::{ClusterNetwork, S3Fault};
 
 /// Lets the workload run for a while.
 async fn run_for(d: Duration) {
@@ -46,6 +46,47 @@ async fn leader_kill_9_under_load() {
         report.failed
     );
     check(&tc, &report.acked, &nodes).await;
+    tc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_cluster_stopped_and_resumed_on_its_data() {
+    if cas_cluster_tests::scenario_network() != ClusterNetwork::Loopback {
+        eprintln!("skipped: namespaces do not outlive a cluster run, so it cannot resume");
+        return;
+    }
+    let mut tc = TestCluster::start(&scenario_layout()).await;
+    tc.keep_logs_on_panic();
+    let nodes = all_nodes(&tc);
+    let load = Workload::start(&tc, &nodes, 2);
+    run_for(Duration::from_secs(3)).await;
+    let before = load.finish().await;
+    let status = tc.cluster.status().await.unwrap();
+
+    tc.stop_and_resume().await;
+    let after = tc.cluster.status().await.unwrap();
+    let ids = |s: &cas_node::local_cluster::ClusterStatus| {
+        let mut v: Vec<(u64, bool)> = s.members.iter().map(|m| (m.id, m.voter)).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        ids(&after),
+        ids(&status),
+        "members and voters after resuming"
+    );
+    check(&tc, &before.acked, &nodes).await;
+    // And it takes writes again.
+    let load = Workload::start(&tc, &nodes, 2);
+    run_for(Duration::from_secs(2)).await;
+    let again = load.finish().await;
+    eprintln!(
+        "resumed: {} files written before the stop read back from {} nodes; {} written after",
+        before.acked.len(),
+        nodes.len(),
+        again.acked.len()
+    );
+    check(&tc, &again.acked, &nodes[..1]).await;
     tc.shutdown().await;
 }
 
@@ -312,21 +353,6 @@ async fn index_history_is_linearizable_through_a_leader_kill() {
 }
 
 /// The admin API over gRPC with `token`, to node `id`.
-async fn admin_client(
-    tc: &TestCluster,
-    id: u64,
-) -> cas_proto::admin::admin_client::AdminClient<tonic::transport::Channel> {
-    let url = tc
-        .cluster
-        .node(id)
-        .unwrap()
-        .grpc_url()
-        .replace("grpc://", "http://");
-    cas_proto::admin::admin_client::AdminClient::connect(url)
-        .await
-        .unwrap()
-}
-
 fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);
     req.metadata_mut()
@@ -373,7 +399,7 @@ async fn admin_api_refuses_bad_requests_and_points_to_the_leader() {
         .replace("grpc://", "");
 
     // Membership changes on a follower: refused, with the leader's address.
-    let mut c = admin_client(&tc, follower).await;
+    let mut c = tc.cluster.admin_client(follower).await.unwrap();
     let add = |id: u64, addr: &str, region: &str| pb::AddNodeRequest {
         id,
         addr: addr.into(),
@@ -411,7 +437,7 @@ async fn admin_api_refuses_bad_requests_and_points_to_the_leader() {
 
     // Bad membership changes on the leader: refused with a stable code, nothing changed.
     let before = tc.cluster.status().await.unwrap();
-    let mut c = admin_client(&tc, leader).await;
+    let mut c = tc.cluster.admin_client(leader).await.unwrap();
     for (req, what) in [
         (add(0, "127.0.0.1:1", "eu-west-3"), "id 0"),
         (add(9, "not an address", "eu-west-3"), "address"),
@@ -499,7 +525,7 @@ async fn leadership_returns_to_a_region_near_a_quorum() {
     .expect("a voter in ap-southeast-1");
     // The operator hands the leadership to the far region (as a failover may)...
     let leader = tc.cluster.leader(Duration::from_secs(10)).await.unwrap();
-    let mut c = admin_client(&tc, leader).await;
+    let mut c = tc.cluster.admin_client(leader).await.unwrap();
     c.transfer_leader(with_token(
         pb::TransferLeaderRequest { to: ap_voter },
         &admin,

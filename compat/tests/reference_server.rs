@@ -153,7 +153,11 @@ async fn upload_then_download_files_and_ranges() {
         &report.files[0].file_hash,
         None,
         &out,
-        &DownloadOptions::default(),
+        // Flushed before the rename, as `cas download --sync` asks.
+        &DownloadOptions {
+            sync: true,
+            ..DownloadOptions::default()
+        },
     )
     .await
     .expect("download to file");

@@ -221,16 +221,7 @@ pub async fn demo(opts: DemoOptions) -> anyhow::Result<()> {
 async fn demo_cluster(opts: DemoOptions) -> anyhow::Result<()> {
     telemetry::init_logging(&opts.config.telemetry)?;
     let (_temp, base_dir) = match opts.data_dir {
-        Some(dir) => {
-            if dir.join("node-1").exists() {
-                anyhow::bail!(
-                    "{} already holds a cluster; a multi-node demo starts from an empty \
-                     directory (or omit --data-dir for a temporary one)",
-                    dir.display()
-                );
-            }
-            (None, dir)
-        }
+        Some(dir) => (None, dir),
         None => {
             let t = tempfile::Builder::new()
                 .prefix("cas-demo-")
@@ -240,23 +231,40 @@ async fn demo_cluster(opts: DemoOptions) -> anyhow::Result<()> {
             (Some(t), p)
         }
     };
-    let exe = std::env::current_exe().context("cannot find the cas-node executable")?;
-    eprintln!(
-        "cas-node demo: starting {} nodes ({}) under {}",
-        opts.layout.total(),
-        opts.layout,
-        base_dir.display()
-    );
-    let mut cluster = LocalCluster::start(LocalClusterSpec {
+    let spec = LocalClusterSpec {
         layout: opts.layout.clone(),
         base_dir: base_dir.clone(),
-        exe,
+        exe: std::env::current_exe().context("cannot find the cas-node executable")?,
         simulate_region_latency: true,
         log_filter: opts.config.telemetry.log_filter.clone(),
         fault_injection: false,
-    })
-    .await
-    .context("cannot start the local cluster")?;
+        network: cas_node::local_cluster::ClusterNetwork::Loopback,
+    };
+    let mut cluster = if LocalCluster::exists_in(&base_dir) {
+        eprintln!(
+            "cas-node demo: resuming the cluster kept in {} (its own layout and data)",
+            base_dir.display()
+        );
+        LocalCluster::resume(spec)
+            .await
+            .context("cannot resume the local cluster")?
+    } else if base_dir.join("node-1").exists() {
+        anyhow::bail!(
+            "{} holds a cluster this version cannot resume (no cluster.json); \
+             start from an empty directory",
+            base_dir.display()
+        );
+    } else {
+        eprintln!(
+            "cas-node demo: starting {} nodes ({}) under {}",
+            opts.layout.total(),
+            opts.layout,
+            base_dir.display()
+        );
+        LocalCluster::start(spec)
+            .await
+            .context("cannot start the local cluster")?
+    };
     let status = cluster.status().await.context("no cluster status")?;
     let write = cluster.token(&[Scope::Write])?;
     let admin = cluster.token(&[Scope::Admin])?;

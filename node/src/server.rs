@@ -117,6 +117,9 @@ fn serve(
     })
 }
 
+/// How long a stopping node lets open requests (downloads, uploads) finish.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Applies the fault file to the node's peer calls every 100 ms until `stop`.
 fn watch_faults(
     path: PathBuf,
@@ -273,7 +276,7 @@ impl RunningNode {
         servers.push(serve(http, app, stop_rx.clone()));
         let grpc_services = GrpcServices {
             cas: GrpcApi::new(service.clone(), tokens.clone()),
-            peer: PeerApi::new(index.clone(), tokens.clone()),
+            peer: PeerApi::new(index.clone(), tokens.clone(), stop_rx.clone()),
             admin: AdminApi::new(index.clone(), tokens),
         };
         servers.push(serve_grpc(grpc, grpc_services, stop_rx.clone()));
@@ -325,14 +328,24 @@ impl RunningNode {
         &self.service
     }
 
-    /// Stops accepting requests, lets open ones finish, then closes the index.
+    /// Stops accepting requests, lets open ones finish (for at most
+    /// [`SHUTDOWN_GRACE`]; then they are cut), then closes the index.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        for s in self.servers {
-            match s.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "server stopped with an error"),
-                Err(e) => tracing::warn!(error = %e, "server task failed"),
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        for mut s in self.servers {
+            match tokio::time::timeout_at(deadline, &mut s).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server stopped with an error"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
+                Err(_) => {
+                    tracing::warn!(
+                        grace = ?SHUTDOWN_GRACE,
+                        "requests still open at the end of the shutdown grace; cutting them"
+                    );
+                    s.abort();
+                    let _ = s.await;
+                }
             }
         }
         let index = self.service.index().clone();

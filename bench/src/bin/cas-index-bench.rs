@@ -176,6 +176,7 @@ async fn main() -> anyhow::Result<()> {
         simulate_region_latency: true,
         log_filter: "warn".into(),
         fault_injection: false,
+        network: cas_node::local_cluster::ClusterNetwork::Loopback,
     })
     .await?;
     let outcome = run(&args, &mut cluster).await;

@@ -18,6 +18,7 @@ pub fn run(
     hash: &MerkleHash,
     output: &Path,
     range: Option<ByteRange>,
+    sync: bool,
 ) -> Result<ExitCode> {
     let rt = runtime()?;
     let client = {
@@ -32,6 +33,7 @@ pub fn run(
             Progress::Fetched { bytes } => progress_bar.inc(*bytes),
             _ => {}
         })),
+        sync,
         ..DownloadOptions::default()
     };
     let result = rt.block_on(download_to_file(&client, hash, range, output, &opts));

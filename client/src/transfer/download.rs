@@ -37,6 +37,10 @@ pub struct DownloadOptions {
     pub fetch_concurrency: usize,
     /// Progress notifications.
     pub progress: Option<ProgressFn>,
+    /// [`download_to_file`] flushes the output to disk before renaming it into
+    /// place (and the rename after). Off by default: the output appears only
+    /// whole either way, and a download can be fetched again.
+    pub sync: bool,
 }
 
 impl Default for DownloadOptions {
@@ -44,6 +48,7 @@ impl Default for DownloadOptions {
         DownloadOptions {
             fetch_concurrency: 8,
             progress: None,
+            sync: false,
         }
     }
 }
@@ -53,6 +58,7 @@ impl std::fmt::Debug for DownloadOptions {
         f.debug_struct("DownloadOptions")
             .field("fetch_concurrency", &self.fetch_concurrency)
             .field("progress", &self.progress.is_some())
+            .field("sync", &self.sync)
             .finish()
     }
 }
@@ -689,15 +695,18 @@ pub async fn download_to_file<T: Transport>(
     )
     .await?;
     let out = out.to_path_buf();
+    let sync = opts.sync;
     tokio::task::spawn_blocking(move || {
-        tmp.as_file()
-            .sync_all()
-            .map_err(|e| TransferError::io(tmp.path(), e))?;
+        if sync {
+            tmp.as_file()
+                .sync_all()
+                .map_err(|e| TransferError::io(tmp.path(), e))?;
+        }
         tmp.persist(&out)
             .map_err(|e| TransferError::io(&out, e.error))?;
         // Make the rename itself durable.
         #[cfg(unix)]
-        if let Ok(d) = std::fs::File::open(&dir) {
+        if sync && let Ok(d) = std::fs::File::open(&dir) {
             let _ = d.sync_all();
         }
         Ok::<_, TransferError>(())
@@ -874,7 +883,7 @@ mod tests {
     fn opts(fetch_concurrency: usize) -> DownloadOptions {
         DownloadOptions {
             fetch_concurrency,
-            progress: None,
+            ..DownloadOptions::default()
         }
     }
 

@@ -3,13 +3,14 @@
 //! through the operator API exactly as an operator would. What `cas-node demo` runs
 //! and what the cluster tests drive (kill, restart, add and remove nodes).
 //!
-//! Every node listens on loopback ports chosen here, keeps its data under the base
-//! directory (`node-<id>/`), and exits when the process that started it goes away
-//! (its standard input closes).
+//! Every node listens on loopback ports chosen here (or, with
+//! [`ClusterNetwork::Namespaces`], on its region's address in a network namespace of
+//! its own region), keeps its data under the base directory (`node-<id>/`), and exits
+//! when the process that started it goes away (its standard input closes).
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
@@ -24,10 +25,16 @@ use crate::auth::{Scope, Tokens};
 use crate::config::{Region, Secret};
 use crate::index::FaultFile;
 use crate::store::{LocalS3, LocalS3Config};
+mod netns;
 mod s3_proxy;
 
 pub use cas_proto::admin::{ClusterStatus, Member};
+pub use netns::{NetnsError, RegionNetwork};
 pub use s3_proxy::{S3Fault, S3Proxy};
+
+/// How long a node may take to stop after SIGTERM (its own grace for open requests
+/// is 10 s).
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How long a node may take to start serving.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -172,6 +179,33 @@ pub struct LocalClusterSpec {
     /// partitions, [`LocalCluster::isolate`]) and a proxy in front of S3
     /// ([`LocalCluster::set_s3_fault`]). For tests and drills.
     pub fault_injection: bool,
+    /// How the nodes are networked.
+    pub network: ClusterNetwork,
+}
+
+/// How the nodes of a local cluster reach each other.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ClusterNetwork {
+    /// Every node on loopback; partitions and latency are simulated by the nodes.
+    #[default]
+    Loopback,
+    /// Each region in its own Linux network namespace (root only, see
+    /// [`RegionNetwork`]): partitions are dropped packets, and latency is the
+    /// kernel's where it has `netem`.
+    Namespaces,
+}
+
+impl FromStr for ClusterNetwork {
+    type Err = String;
+
+    /// `loopback` or `netns`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "loopback" | "" => Ok(ClusterNetwork::Loopback),
+            "netns" => Ok(ClusterNetwork::Namespaces),
+            other => Err(format!("{other:?}: expected loopback or netns")),
+        }
+    }
 }
 
 /// A running local cluster; its node processes are killed when it is dropped.
@@ -185,12 +219,83 @@ pub struct LocalCluster {
     next_id: u64,
     /// The faults written to the fault file.
     faults: std::sync::Mutex<FaultFile>,
+    /// The regions' namespaces (with [`ClusterNetwork::Namespaces`]); removed after
+    /// the nodes have stopped.
+    net: Option<RegionNetwork>,
 }
 
-/// A free loopback port (bound, then released for the node to take).
-fn free_addr() -> Result<SocketAddr, LocalClusterError> {
+/// The file in the base directory recording what [`LocalCluster::resume`] needs.
+const MANIFEST: &str = "cluster.json";
+
+/// What a stopped local cluster needs to start again: its members' addresses and its
+/// S3 server's address and credentials (the nodes' configurations name them).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Manifest {
+    s3: SavedS3,
+    proxy: Option<SocketAddr>,
+    next_id: u64,
+    nodes: Vec<SavedNode>,
+}
+
+/// The embedded S3 server of a [`Manifest`].
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct SavedS3 {
+    addr: SocketAddr,
+    access_key_id: String,
+    secret_access_key: String,
+}
+
+/// A member of a [`Manifest`].
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct SavedNode {
+    id: u64,
+    region: Region,
+    http: SocketAddr,
+    grpc: SocketAddr,
+}
+
+impl Manifest {
+    fn read(path: &Path) -> Result<Manifest, LocalClusterError> {
+        let text =
+            std::fs::read_to_string(path).map_err(io(format!("reading {}", path.display())))?;
+        serde_json::from_str(&text)
+            .map_err(|e| LocalClusterError::Node(format!("{}: {e}", path.display())))
+    }
+
+    /// Writes it atomically, readable by the owner only (it holds S3 credentials).
+    fn write(&self, path: &Path) -> Result<(), LocalClusterError> {
+        use std::io::Write as _;
+        let text = serde_json::to_vec_pretty(self)
+            .map_err(|e| LocalClusterError::Node(format!("{}: {e}", path.display())))?;
+        let tmp = path.with_extension("tmp");
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let what = format!("writing {}", path.display());
+        let mut f = opts.open(&tmp).map_err(io(what.clone()))?;
+        f.write_all(&text).map_err(io(what.clone()))?;
+        f.sync_all().map_err(io(what.clone()))?;
+        std::fs::rename(&tmp, path).map_err(io(what))
+    }
+
+    /// Nodes per region of the members.
+    fn layout(&self) -> Layout {
+        Layout(
+            Region::ALL
+                .iter()
+                .map(|r| (*r, self.nodes.iter().filter(|n| n.region == *r).count()))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+        )
+    }
+}
+
+/// A free port (bound on loopback, then released for the node to take) on `ip`.
+fn free_addr(ip: IpAddr) -> Result<SocketAddr, LocalClusterError> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(io("picking a free port"))?;
-    l.local_addr().map_err(io("picking a free port"))
+    let port = l.local_addr().map_err(io("picking a free port"))?.port();
+    Ok(SocketAddr::new(ip, port))
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -202,40 +307,16 @@ fn random_hex(bytes: usize) -> String {
 impl LocalCluster {
     /// Starts the S3 server and every node of `spec.layout`, and joins them into one
     /// group: the first node forms it, the others are added through the operator API.
+    /// Refuses a base directory that already holds a cluster (see
+    /// [`LocalCluster::resume`]).
     pub async fn start(spec: LocalClusterSpec) -> Result<Self, LocalClusterError> {
-        std::fs::create_dir_all(&spec.base_dir)
-            .map_err(io(format!("creating {}", spec.base_dir.display())))?;
-        let s3 = LocalS3::start(LocalS3Config::new(spec.base_dir.join("s3")))
-            .await
-            .map_err(|e| LocalClusterError::Node(format!("embedded S3 server: {e}")))?;
-        let proxy = if spec.fault_injection {
-            Some(
-                S3Proxy::start(s3.addr())
-                    .await
-                    .map_err(io("starting the S3 fault proxy"))?,
-            )
-        } else {
-            None
-        };
-        let secret_file = spec.base_dir.join("token-secret");
-        if !secret_file.exists() {
-            std::fs::write(&secret_file, random_hex(32))
-                .map_err(io(format!("writing {}", secret_file.display())))?;
+        if spec.base_dir.join("node-1").exists() {
+            return Err(LocalClusterError::Node(format!(
+                "{} already holds a cluster",
+                spec.base_dir.display()
+            )));
         }
-        let secret = std::fs::read_to_string(&secret_file)
-            .map_err(io(format!("reading {}", secret_file.display())))?;
-        let tokens = Tokens::new(&Secret::new(secret.trim()))
-            .map_err(|e| LocalClusterError::Node(format!("token secret: {e}")))?;
-        let mut cluster = LocalCluster {
-            spec: spec.clone(),
-            s3: Some(s3),
-            proxy,
-            secret_file,
-            tokens,
-            nodes: BTreeMap::new(),
-            next_id: 1,
-            faults: std::sync::Mutex::new(FaultFile::default()),
-        };
+        let mut cluster = Self::open(spec.clone(), None).await?;
         let mut first = true;
         for (region, n) in spec.layout.0.clone() {
             for _ in 0..n {
@@ -251,6 +332,144 @@ impl LocalCluster {
         Ok(cluster)
     }
 
+    /// Starts again a cluster that [`LocalCluster::start`] created in
+    /// `spec.base_dir` and that was stopped: the S3 server on its old address and
+    /// credentials, every member node on its old configuration and data, and waits
+    /// for a leader. Nodes that were removed stay gone. `spec.layout` is replaced by
+    /// the cluster's own; loopback clusters only (namespaces do not outlive a run).
+    pub async fn resume(mut spec: LocalClusterSpec) -> Result<Self, LocalClusterError> {
+        let path = spec.base_dir.join(MANIFEST);
+        let manifest = Manifest::read(&path)?;
+        if spec.network != ClusterNetwork::Loopback {
+            return Err(LocalClusterError::Node(
+                "only a loopback cluster can be resumed".into(),
+            ));
+        }
+        spec.layout = manifest.layout();
+        spec.fault_injection = manifest.proxy.is_some();
+        let mut cluster = Self::open(spec, Some(&manifest)).await?;
+        cluster.next_id = manifest.next_id;
+        for n in &manifest.nodes {
+            let dir = cluster.spec.base_dir.join(format!("node-{}", n.id));
+            let mut node = LocalNode {
+                id: n.id,
+                region: n.region,
+                http: n.http,
+                grpc: n.grpc,
+                config: dir.join("node.toml"),
+                data_dir: dir.join("data"),
+                child: None,
+            };
+            cluster.launch(&mut node)?;
+            cluster.nodes.insert(n.id, node);
+        }
+        for id in manifest.nodes.iter().map(|n| n.id) {
+            cluster.wait_serving(id).await?;
+        }
+        cluster.leader(START_TIMEOUT).await?;
+        Ok(cluster)
+    }
+
+    /// Whether `dir` holds a cluster [`LocalCluster::resume`] can start again.
+    pub fn exists_in(dir: &Path) -> bool {
+        dir.join(MANIFEST).exists()
+    }
+
+    /// The S3 server, its fault proxy, the token secret and the namespaces of a
+    /// cluster with no node yet (the S3 server on `saved`'s address and credentials
+    /// when given).
+    async fn open(
+        spec: LocalClusterSpec,
+        saved: Option<&Manifest>,
+    ) -> Result<Self, LocalClusterError> {
+        std::fs::create_dir_all(&spec.base_dir)
+            .map_err(io(format!("creating {}", spec.base_dir.display())))?;
+        let net = match spec.network {
+            ClusterNetwork::Loopback => None,
+            ClusterNetwork::Namespaces => {
+                let regions: Vec<Region> = spec.layout.0.iter().map(|(r, _)| *r).collect();
+                Some(
+                    RegionNetwork::create(&regions, spec.simulate_region_latency)
+                        .map_err(|e| LocalClusterError::Node(format!("network namespaces: {e}")))?,
+                )
+            }
+        };
+        let host_ip = net
+            .as_ref()
+            .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |n| IpAddr::V4(n.host_ip()));
+        let mut s3_config = LocalS3Config::new(spec.base_dir.join("s3"));
+        s3_config.bind = SocketAddr::new(host_ip, 0);
+        if let Some(m) = saved {
+            s3_config.bind = m.s3.addr;
+            s3_config.access_key_id = m.s3.access_key_id.clone();
+            s3_config.secret_access_key = m.s3.secret_access_key.clone();
+        }
+        let s3 = LocalS3::start(s3_config)
+            .await
+            .map_err(|e| LocalClusterError::Node(format!("embedded S3 server: {e}")))?;
+        let proxy = if spec.fault_injection {
+            let bind = saved
+                .and_then(|m| m.proxy)
+                .unwrap_or(SocketAddr::new(host_ip, 0));
+            Some(
+                S3Proxy::start(bind, s3.addr())
+                    .await
+                    .map_err(io(format!("starting the S3 fault proxy on {bind}")))?,
+            )
+        } else {
+            None
+        };
+        let secret_file = spec.base_dir.join("token-secret");
+        if !secret_file.exists() {
+            std::fs::write(&secret_file, random_hex(32))
+                .map_err(io(format!("writing {}", secret_file.display())))?;
+        }
+        let secret = std::fs::read_to_string(&secret_file)
+            .map_err(io(format!("reading {}", secret_file.display())))?;
+        let tokens = Tokens::new(&Secret::new(secret.trim()))
+            .map_err(|e| LocalClusterError::Node(format!("token secret: {e}")))?;
+        Ok(LocalCluster {
+            spec,
+            s3: Some(s3),
+            proxy,
+            secret_file,
+            tokens,
+            nodes: BTreeMap::new(),
+            next_id: 1,
+            faults: std::sync::Mutex::new(FaultFile::default()),
+            net,
+        })
+    }
+
+    /// Records the cluster's members and S3 server in its manifest, for
+    /// [`LocalCluster::resume`].
+    fn save_manifest(&self) -> Result<(), LocalClusterError> {
+        let s3 = self
+            .s3
+            .as_ref()
+            .ok_or_else(|| LocalClusterError::Node("the S3 server stopped".into()))?;
+        let manifest = Manifest {
+            s3: SavedS3 {
+                addr: s3.addr(),
+                access_key_id: s3.access_key_id().to_owned(),
+                secret_access_key: s3.secret_access_key().to_owned(),
+            },
+            proxy: self.proxy.as_ref().map(S3Proxy::addr),
+            next_id: self.next_id,
+            nodes: self
+                .nodes
+                .values()
+                .map(|n| SavedNode {
+                    id: n.id,
+                    region: n.region,
+                    http: n.http,
+                    grpc: n.grpc,
+                })
+                .collect(),
+        };
+        manifest.write(&self.spec.base_dir.join(MANIFEST))
+    }
+
     /// A token with `scopes`, signed with the cluster's secret.
     pub fn token(&self, scopes: &[Scope]) -> Result<String, LocalClusterError> {
         self.tokens
@@ -259,6 +478,11 @@ impl LocalCluster {
             .issue("local-cluster", scopes.iter().copied(), TOKEN_TTL)
             .map(|t| t.token)
             .map_err(|e| LocalClusterError::Node(format!("issuing a token: {e}")))
+    }
+
+    /// The settings it runs with.
+    pub fn spec(&self) -> &LocalClusterSpec {
+        &self.spec
     }
 
     /// The nodes, by id.
@@ -295,7 +519,13 @@ impl LocalCluster {
             .s3
             .as_ref()
             .ok_or_else(|| LocalClusterError::Node("the S3 server stopped".into()))?;
-        let (http, grpc) = (free_addr()?, free_addr()?);
+        let ip = match &self.net {
+            Some(net) => IpAddr::V4(net.ip_of(region).ok_or_else(|| {
+                LocalClusterError::Node(format!("{region} has no network namespace"))
+            })?),
+            None => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        };
+        let (http, grpc) = (free_addr(ip)?, free_addr(ip)?);
         let config = dir.join("node.toml");
         let data_dir = dir.join("data");
         let text = format!(
@@ -341,7 +571,9 @@ log_filter = "{filter}"
             key = s3.access_key_id(),
             secret = s3.secret_access_key(),
             secret_file = self.secret_file.display().to_string(),
-            latency = self.spec.simulate_region_latency,
+            // Namespaces whose links the kernel delays need no simulation.
+            latency = self.spec.simulate_region_latency
+                && !self.net.as_ref().is_some_and(RegionNetwork::kernel_latency),
             s3_timeout = if self.spec.fault_injection {
                 "3s"
             } else {
@@ -369,6 +601,7 @@ log_filter = "{filter}"
         };
         self.launch(&mut node)?;
         self.nodes.insert(id, node);
+        self.save_manifest()?;
         Ok(id)
     }
 
@@ -386,7 +619,13 @@ log_filter = "{filter}"
         let err_file = log_file
             .try_clone()
             .map_err(io(format!("opening {}", log.display())))?;
-        let child = Command::new(&self.spec.exe)
+        let mut command = match &self.net {
+            Some(net) => net.command(node.region, &self.spec.exe).ok_or_else(|| {
+                LocalClusterError::Node(format!("{} has no network namespace", node.region))
+            })?,
+            None => Command::new(&self.spec.exe),
+        };
+        let child = command
             .arg("serve")
             .arg("--config")
             .arg(&node.config)
@@ -436,9 +675,20 @@ log_filter = "{filter}"
     }
 
     /// Cuts `regions` off from the others (node-to-node calls across the cut fail);
-    /// an empty list heals every cut. Nodes apply it within 100 ms.
+    /// an empty list heals every cut. In namespaces the kernel drops the packets at
+    /// once; on loopback the nodes apply it within 100 ms.
     pub fn isolate(&self, regions: &[Region]) -> Result<(), LocalClusterError> {
+        if let Some(net) = &self.net {
+            return net
+                .cut(regions)
+                .map_err(|e| LocalClusterError::Node(format!("cutting {regions:?} off: {e}")));
+        }
         self.change_faults(|f| f.isolated = regions.iter().map(|r| r.to_string()).collect())
+    }
+
+    /// The regions' network namespaces, with [`ClusterNetwork::Namespaces`].
+    pub fn network(&self) -> Option<&RegionNetwork> {
+        self.net.as_ref()
     }
 
     /// Holds every snapshot transfer open for `stall` after its last byte (zero lifts
@@ -508,8 +758,8 @@ log_filter = "{filter}"
         Ok(AdminClient::new(channel))
     }
 
-    /// The admin API of node `id`.
-    async fn admin_of(&self, id: u64) -> Result<AdminClient<Channel>, LocalClusterError> {
+    /// A client of node `id`'s admin API (requests carry no token: add one).
+    pub async fn admin_client(&self, id: u64) -> Result<AdminClient<Channel>, LocalClusterError> {
         let addr = self
             .node(id)
             .ok_or_else(|| LocalClusterError::Node(format!("no node {id}")))?
@@ -559,7 +809,7 @@ log_filter = "{filter}"
     /// The group as node `id` itself sees it (its own log and snapshot positions).
     pub async fn node_status(&self, id: u64) -> Result<pb::ClusterStatus, LocalClusterError> {
         let s = self
-            .admin_of(id)
+            .admin_client(id)
             .await?
             .status(self.admin_request(pb::StatusRequest {})?)
             .await
@@ -574,7 +824,7 @@ log_filter = "{filter}"
     /// log index.
     pub async fn compact(&self, id: u64) -> Result<u64, LocalClusterError> {
         let r = self
-            .admin_of(id)
+            .admin_client(id)
             .await?
             .compact(self.admin_request(pb::CompactRequest {})?)
             .await
@@ -697,7 +947,8 @@ log_filter = "{filter}"
         {
             let _ = c.wait();
         }
-        Ok(())
+        // Its directory stays, never to be used again: ids are not reused.
+        self.save_manifest()
     }
 
     /// Kills node `id` with SIGKILL (no shutdown at all).
@@ -710,11 +961,18 @@ log_filter = "{filter}"
         Ok(())
     }
 
-    /// Stops node `id` with SIGTERM and waits (bounded) for it to exit.
+    /// Stops node `id` with SIGTERM and waits for it to exit; a node still running
+    /// after [`STOP_TIMEOUT`] is killed and reported as an error.
     pub fn stop(&mut self, id: u64) -> Result<(), LocalClusterError> {
         let n = self.node_mut(id)?;
-        if let Some(mut c) = n.child.take() {
-            terminate(&mut c, Duration::from_secs(30));
+        if let Some(mut c) = n.child.take()
+            && !terminate(&mut c, STOP_TIMEOUT)
+        {
+            return Err(LocalClusterError::Node(format!(
+                "node {id} did not stop within {STOP_TIMEOUT:?} of SIGTERM and was killed \
+                 (see {})",
+                self.log_path(id).display()
+            )));
         }
         Ok(())
     }
@@ -744,8 +1002,10 @@ log_filter = "{filter}"
             }
         }
         for n in self.nodes.values_mut() {
-            if let Some(mut c) = n.child.take() {
-                terminate(&mut c, Duration::from_secs(20));
+            if let Some(mut c) = n.child.take()
+                && !terminate(&mut c, STOP_TIMEOUT)
+            {
+                tracing::warn!(node = n.id, "did not stop after SIGTERM; killed");
             }
         }
         self.proxy = None;
@@ -780,17 +1040,17 @@ fn send_term(c: &Child) {
         .status();
 }
 
-/// SIGTERM, then SIGKILL once `grace` has passed.
-fn terminate(c: &mut Child, grace: Duration) {
+/// SIGTERM, then SIGKILL once `grace` has passed; whether it exited by itself.
+fn terminate(c: &mut Child, grace: Duration) -> bool {
     send_term(c);
     let deadline = Instant::now() + grace;
     loop {
         match c.try_wait() {
-            Ok(Some(_)) | Err(_) => return,
+            Ok(Some(_)) | Err(_) => return true,
             Ok(None) if Instant::now() > deadline => {
                 let _ = c.kill();
                 let _ = c.wait();
-                return;
+                return false;
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(50)),
         }

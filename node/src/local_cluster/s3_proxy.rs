@@ -52,9 +52,9 @@ pub struct S3Proxy {
 }
 
 impl S3Proxy {
-    /// Listens on a free loopback port and forwards to `upstream`.
-    pub async fn start(upstream: SocketAddr) -> std::io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+    /// Listens on `bind` (port 0: a free one) and forwards to `upstream`.
+    pub async fn start(bind: SocketAddr, upstream: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(bind).await?;
         let addr = listener.local_addr()?;
         let mode = Arc::new(AtomicU8::new(S3Fault::None.to_u8()));
         let m = mode.clone();
@@ -70,6 +70,11 @@ impl S3Proxy {
             }
         });
         Ok(S3Proxy { addr, mode, task })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// `http://host:port` of the proxy.

@@ -23,12 +23,23 @@ use crate::index::{Index, IndexError, wire};
 pub struct PeerApi {
     index: Arc<Index>,
     tokens: Tokens,
+    stop: tokio::sync::watch::Receiver<bool>,
 }
 
 impl PeerApi {
-    /// The API over `index`, admitting callers with a `cluster` token signed by `tokens`.
-    pub fn new(index: Arc<Index>, tokens: Tokens) -> Self {
-        PeerApi { index, tokens }
+    /// The API over `index`, admitting callers with a `cluster` token signed by
+    /// `tokens`; its replication streams end when `stop` turns true (so the node's
+    /// shutdown does not wait for the leader to close them).
+    pub fn new(
+        index: Arc<Index>,
+        tokens: Tokens,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        PeerApi {
+            index,
+            tokens,
+            stop,
+        }
     }
 
     /// The tonic service to mount.
@@ -96,7 +107,15 @@ impl Peer for PeerApi {
             failed.lock().unwrap_or_else(|e| e.into_inner()).take()
         })
         .filter_map(|e| std::future::ready(e.map(Err)));
-        Ok(Response::new(Box::pin(answers.chain(tail))))
+        let mut stop = self.stop.clone();
+        let stopping = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        // At shutdown the stream ends (the leader sees the node go away) instead of
+        // holding the server open.
+        Ok(Response::new(Box::pin(
+            answers.chain(tail).take_until(stopping),
+        )))
     }
 
     async fn append_entries(
