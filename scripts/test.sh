@@ -52,6 +52,7 @@ cargo test --workspace --locked
 if [ "$(id -u)" -eq 0 ] && ip netns add "cas-probe-$$" 2>/dev/null; then
   ip netns delete "cas-probe-$$"
   echo "== cluster scenarios in network namespaces (CAS_CLUSTER_NET=netns)"
+  CAS_CLUSTER_NET=netns cargo test -p cas-cluster-tests --test netns --locked -- --nocapture
   CAS_CLUSTER_NET=netns cargo test -p cas-cluster-tests --test scenarios --locked -- \
     minority_region_partitioned_away_and_healed leader_kill_9_under_load
 else

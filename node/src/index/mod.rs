@@ -128,6 +128,9 @@ pub struct Index {
     removed: tokio::sync::watch::Sender<bool>,
 }
 
+/// How long [`Index::shutdown`] waits for Raft's workers to close the database.
+pub const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How long a write or read waits between two tries while the leadership settles.
 const SETTLE_DELAY: Duration = Duration::from_millis(50);
 
@@ -655,10 +658,22 @@ impl Index {
         &self.raft
     }
 
-    /// Stops Raft and closes the database (once no other handle holds it).
+    /// Stops Raft and closes the database: when it returns, the store can be opened
+    /// again (Raft's workers release their handles of the database shortly after
+    /// Raft stops; they get [`CLOSE_TIMEOUT`]).
     pub async fn shutdown(self) {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "index shutdown");
+        }
+        let db = Arc::downgrade(&self.db);
+        drop(self);
+        let deadline = tokio::time::Instant::now() + CLOSE_TIMEOUT;
+        while db.strong_count() > 0 {
+            if tokio::time::Instant::now() > deadline {
+                tracing::warn!("the index database is still open after shutdown");
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
 }

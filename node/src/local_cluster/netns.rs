@@ -191,6 +191,11 @@ impl RegionNetwork {
         self.region(region).map(|r| r.ip)
     }
 
+    /// The name of `region`'s namespace (`/run/netns/<name>`).
+    pub fn netns(&self, region: Region) -> Option<&str> {
+        self.region(region).map(|r| r.netns.as_str())
+    }
+
     /// Whether the kernel delays the links (otherwise the nodes must).
     pub fn kernel_latency(&self) -> bool {
         self.kernel_latency
