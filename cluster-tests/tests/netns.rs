@@ -30,18 +30,29 @@ fn in_netns<T: Send + 'static>(
     })
 }
 
-/// An echo server for a bounded number of connections, inside `netns`.
-fn echo_server(netns: &str, ip: Ipv4Addr, connections: usize) {
+/// How long an echo server accepts connections.
+const SERVE_FOR: Duration = Duration::from_secs(120);
+
+/// An echo server inside `netns`, accepting connections for [`SERVE_FOR`].
+fn echo_server(netns: &str, ip: Ipv4Addr) {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     in_netns(netns, move || {
         let l = TcpListener::bind((ip, PORT)).expect("bind");
+        l.set_nonblocking(true).expect("non-blocking listener");
         ready_tx.send(()).unwrap();
-        for _ in 0..connections {
-            let Ok((mut s, _)) = l.accept() else { return };
-            std::thread::spawn(move || {
-                let mut b = [0u8; 1];
-                while s.read_exact(&mut b).is_ok() && s.write_all(&b).is_ok() {}
-            });
+        let deadline = Instant::now() + SERVE_FOR;
+        while Instant::now() < deadline {
+            match l.accept() {
+                Ok((mut s, _)) => {
+                    s.set_nonblocking(false).expect("blocking stream");
+                    s.set_read_timeout(Some(SERVE_FOR)).expect("read timeout");
+                    std::thread::spawn(move || {
+                        let mut b = [0u8; 1];
+                        while s.read_exact(&mut b).is_ok() && s.write_all(&b).is_ok() {}
+                    });
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
         }
     });
     ready_rx.recv().expect("echo server up");
@@ -79,7 +90,7 @@ fn region_links_carry_the_round_trips_and_cuts_drop_packets() {
     }
     let net = RegionNetwork::create(&Region::ALL, true).expect("namespaces");
     for r in Region::ALL {
-        echo_server(net.netns(r).unwrap(), net.ip_of(r).unwrap(), 32);
+        echo_server(net.netns(r).unwrap(), net.ip_of(r).unwrap());
     }
     let ns = |r: Region| net.netns(r).unwrap().to_owned();
     let ip = |r: Region| net.ip_of(r).unwrap();

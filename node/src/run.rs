@@ -110,19 +110,8 @@ fn demo_secret(path: &Path) -> anyhow::Result<Secret> {
 
 /// Writes `bytes` to `path` readable by the owner only, atomically.
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let tmp = path.with_extension("tmp");
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    cas_node::local_cluster::write_private(path, bytes)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// `cas-node demo`: one node in this process, or a whole local cluster.
@@ -248,12 +237,6 @@ async fn demo_cluster(opts: DemoOptions) -> anyhow::Result<()> {
         LocalCluster::resume(spec)
             .await
             .context("cannot resume the local cluster")?
-    } else if base_dir.join("node-1").exists() {
-        anyhow::bail!(
-            "{} holds a cluster this version cannot resume (no cluster.json); \
-             start from an empty directory",
-            base_dir.display()
-        );
     } else {
         eprintln!(
             "cas-node demo: starting {} nodes ({}) under {}",

@@ -117,7 +117,8 @@ fn serve(
     })
 }
 
-/// How long a stopping node lets open requests (downloads, uploads) finish.
+/// How long a stopping node lets open requests (downloads, uploads, replication
+/// streams) finish before it cuts them.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Applies the fault file to the node's peer calls every 100 ms until `stop`.

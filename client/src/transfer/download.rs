@@ -767,15 +767,7 @@ mod tests {
     }
 
     fn pseudo_random(n: usize) -> Vec<u8> {
-        let mut s = 0x9E37_79B9_7F4A_7C15u64;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                s as u8
-            })
-            .collect()
+        seeded_random(n, 0x9E37_79B9_7F4A_7C15)
     }
 
     #[test]

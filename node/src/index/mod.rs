@@ -129,7 +129,7 @@ pub struct Index {
 }
 
 /// How long [`Index::shutdown`] waits for Raft's workers to close the database.
-pub const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a write or read waits between two tries while the leadership settles.
 const SETTLE_DELAY: Duration = Duration::from_millis(50);
@@ -673,7 +673,7 @@ impl Index {
                 tracing::warn!("the index database is still open after shutdown");
                 return;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 }

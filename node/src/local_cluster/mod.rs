@@ -32,9 +32,11 @@ pub use cas_proto::admin::{ClusterStatus, Member};
 pub use netns::{NetnsError, RegionNetwork};
 pub use s3_proxy::{S3Fault, S3Proxy};
 
-/// How long a node may take to stop after SIGTERM (its own grace for open requests
-/// is 10 s).
-pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a node may take to stop after SIGTERM: its grace for open requests,
+/// then for its index to close.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(
+    crate::server::SHUTDOWN_GRACE.as_secs() + crate::index::CLOSE_TIMEOUT.as_secs(),
+);
 
 /// How long a node may take to start serving.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -262,21 +264,11 @@ impl Manifest {
             .map_err(|e| LocalClusterError::Node(format!("{}: {e}", path.display())))
     }
 
-    /// Writes it atomically, readable by the owner only (it holds S3 credentials).
+    /// Writes it, readable by the owner only (it holds S3 credentials).
     fn write(&self, path: &Path) -> Result<(), LocalClusterError> {
-        use std::io::Write as _;
         let text = serde_json::to_vec_pretty(self)
             .map_err(|e| LocalClusterError::Node(format!("{}: {e}", path.display())))?;
-        let tmp = path.with_extension("tmp");
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let what = format!("writing {}", path.display());
-        let mut f = opts.open(&tmp).map_err(io(what.clone()))?;
-        f.write_all(&text).map_err(io(what.clone()))?;
-        f.sync_all().map_err(io(what.clone()))?;
-        std::fs::rename(&tmp, path).map_err(io(what))
+        write_private(path, &text).map_err(io(format!("writing {}", path.display())))
     }
 
     /// Nodes per region of the members.
@@ -298,6 +290,22 @@ fn free_addr(ip: IpAddr) -> Result<SocketAddr, LocalClusterError> {
     Ok(SocketAddr::new(ip, port))
 }
 
+/// Writes `bytes` to `path` atomically (a reader sees the old file or the whole new
+/// one, also after a crash), readable by the owner only: for secrets, tokens and the
+/// files that name them.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let tmp = path.with_extension("tmp");
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
 fn random_hex(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     rand::fill(&mut b[..]);
@@ -312,8 +320,13 @@ impl LocalCluster {
     pub async fn start(spec: LocalClusterSpec) -> Result<Self, LocalClusterError> {
         if spec.base_dir.join("node-1").exists() {
             return Err(LocalClusterError::Node(format!(
-                "{} already holds a cluster",
-                spec.base_dir.display()
+                "{} already holds a cluster{}; start from an empty directory",
+                spec.base_dir.display(),
+                if Self::exists_in(&spec.base_dir) {
+                    " (resume it instead)"
+                } else {
+                    ", one without the cluster.json needed to resume it"
+                }
             )));
         }
         let mut cluster = Self::open(spec.clone(), None).await?;
@@ -421,7 +434,7 @@ impl LocalCluster {
         };
         let secret_file = spec.base_dir.join("token-secret");
         if !secret_file.exists() {
-            std::fs::write(&secret_file, random_hex(32))
+            write_private(&secret_file, random_hex(32).as_bytes())
                 .map_err(io(format!("writing {}", secret_file.display())))?;
         }
         let secret = std::fs::read_to_string(&secret_file)
@@ -684,11 +697,6 @@ log_filter = "{filter}"
                 .map_err(|e| LocalClusterError::Node(format!("cutting {regions:?} off: {e}")));
         }
         self.change_faults(|f| f.isolated = regions.iter().map(|r| r.to_string()).collect())
-    }
-
-    /// The regions' network namespaces, with [`ClusterNetwork::Namespaces`].
-    pub fn network(&self) -> Option<&RegionNetwork> {
-        self.net.as_ref()
     }
 
     /// Holds every snapshot transfer open for `stall` after its last byte (zero lifts

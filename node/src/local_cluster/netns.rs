@@ -40,6 +40,10 @@ pub enum NetnsError {
 /// The alias every bridge made here carries, followed by the owner's pid.
 const ALIAS: &str = "cas-local-cluster pid=";
 
+/// The `iptables` programs tried, in order: the default one, then the legacy back
+/// end for kernels without nf_tables.
+const IPTABLES: [&str; 2] = ["iptables", "iptables-legacy"];
+
 /// Distinguishes the networks one process creates.
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -98,9 +102,7 @@ impl RegionNetwork {
     /// Whether this process may create namespaces (root, with `ip` and `iptables`).
     pub fn available() -> bool {
         run("ip", &["netns", "list"]).is_ok()
-            && ["iptables", "iptables-legacy"]
-                .iter()
-                .any(|p| run(p, &["--version"]).is_ok())
+            && IPTABLES.iter().any(|p| run(p, &["--version"]).is_ok())
             && Command::new("id")
                 .arg("-u")
                 .output()
@@ -238,14 +240,13 @@ impl RegionNetwork {
         self.regions.iter().find(|r| r.region == region)
     }
 
-    /// The first `iptables` that can add a rule in our namespaces (the default one,
-    /// then the legacy back end for kernels without nf_tables).
+    /// The first of [`IPTABLES`] that can add a rule in our namespaces.
     fn pick_iptables(&self) -> Result<&'static str, NetnsError> {
         let Some(netns) = self.regions.first().map(|r| r.netns.as_str()) else {
             return Ok("iptables");
         };
         let mut last = None;
-        for program in ["iptables", "iptables-legacy"] {
+        for program in IPTABLES {
             let probe = ["-A", "OUTPUT", "-d", "192.0.2.1", "-j", "DROP"];
             match run_in(netns, program, &probe) {
                 Ok(_) => {
