@@ -385,6 +385,17 @@ pub fn write_model(
     Ok(written)
 }
 
+/// Reads `path` through once, so that a timed transfer of it starts with the
+/// file in the page cache whichever system went before: this machine's memory
+/// manager reclaims page cache left idle for a minute or so, which would
+/// otherwise make the first reader of a file after a long step pay for the disk.
+pub fn warm(path: &Path) -> io::Result<()> {
+    let mut f = File::open(path)?;
+    let mut buf = vec![0u8; BLOCK];
+    while read_full(&mut f, &mut buf)? > 0 {}
+    Ok(())
+}
+
 /// Whether two files have identical contents (read block by block).
 pub fn files_equal(a: &Path, b: &Path) -> io::Result<bool> {
     let (mut fa, mut fb) = (File::open(a)?, File::open(b)?);

@@ -250,7 +250,8 @@ impl Bench {
         })
     }
 
-    /// [`Bench::upload`] along `route`.
+    /// [`Bench::upload`] along `route`. The file is read through first
+    /// ([`data::warm`]), so every system starts with it in the page cache.
     async fn upload_by(
         &self,
         route: &Route,
@@ -259,6 +260,8 @@ impl Bench {
         file: &Path,
         name: &str,
     ) -> Result<(String, Duration, Option<u64>)> {
+        let warm = file.to_owned();
+        tokio::task::spawn_blocking(move || data::warm(&warm)).await??;
         match (&route.endpoints, subject.target) {
             (Some(endpoints), Target::On(_, client)) => {
                 let up = self.tools.upload(client, endpoints, file).await?;

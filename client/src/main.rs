@@ -57,6 +57,13 @@ enum Command {
         /// Threads to chunk and hash with (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
+        /// Also compute each file's SHA-256 and register it with the file, as
+        /// hf_xet does (the Git LFS object id). Optional in the format and not
+        /// checkable by the server; it costs one more pass over every new or
+        /// changed file (a manifest of the last upload limits it to the bytes from
+        /// the first change on).
+        #[arg(long, env = "CAS_SHA256")]
+        sha256: bool,
     },
     /// Download a file, or a byte range of it, by its file hash.
     ///
@@ -95,7 +102,8 @@ fn main() -> ExitCode {
             cache,
             paths,
             threads: t,
-        } => commands::upload::run(&server, &cache, &paths, threads(t)),
+            sha256,
+        } => commands::upload::run(&server, &cache, &paths, threads(t), sha256),
         Command::Download {
             server,
             hash,

@@ -99,6 +99,7 @@ impl Transport for MemServer {
 fn opts(cache_root: &Path) -> UploadOptions {
     UploadOptions {
         cache: Some(LocalCache::new(cache_root, "http://mem", 64 << 20)),
+        sha256: true,
         ..UploadOptions::default()
     }
 }
@@ -178,7 +179,10 @@ async fn an_edited_file_reuses_every_xorb_of_its_first_version() {
         let plain = upload_paths(
             &server,
             std::slice::from_ref(&path),
-            &UploadOptions::default(),
+            &UploadOptions {
+                sha256: true,
+                ..UploadOptions::default()
+            },
         )
         .await
         .unwrap();
@@ -190,6 +194,23 @@ async fn an_edited_file_reuses_every_xorb_of_its_first_version() {
             <[u8; 32]>::from(sha2::Sha256::digest(edit(&v1, insert)))
         );
     }
+
+    // By default no SHA-256 is computed: the same file, registered without one,
+    // from the manifest the uploads above left.
+    let r = upload_paths(
+        &server,
+        std::slice::from_ref(&path),
+        &UploadOptions {
+            sha256: false,
+            ..opts(&cache)
+        },
+    )
+    .await
+    .unwrap();
+    assert!(r.chunks_reused > 300, "{} chunks reused", r.chunks_reused);
+    let (hash, sha256) = server.files.lock().unwrap().last().copied().unwrap();
+    assert_eq!(hash, r.files[0].file_hash);
+    assert_eq!(sha256, None, "no SHA-256 unless asked for");
 }
 
 #[tokio::test]

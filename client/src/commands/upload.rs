@@ -18,6 +18,7 @@ pub fn run(
     cache: &CacheArgs,
     paths: &[PathBuf],
     threads: usize,
+    sha256: bool,
 ) -> Result<ExitCode> {
     let rt = runtime()?;
     let client = {
@@ -28,6 +29,7 @@ pub fn run(
     let progress_bar = bar.clone();
     let opts = UploadOptions {
         chunk_threads: threads,
+        sha256,
         cache: cache.local_cache(&server.endpoint),
         progress: Some(Arc::new(move |p: &Progress| match p {
             Progress::Total { bytes } => progress_bar.set_length(*bytes),

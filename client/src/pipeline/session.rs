@@ -62,7 +62,7 @@ struct PendingFile {
     file_hash: MerkleHash,
     terms: Vec<PendingTerm>,
     verification: Vec<MerkleHash>,
-    sha256: [u8; 32],
+    sha256: Option<[u8; 32]>,
 }
 
 /// What happened to one file.
@@ -235,18 +235,19 @@ impl UploadSession {
         chunks: &[Chunk],
         sink: &mut dyn FnMut(SerializedXorb) -> bool,
     ) -> Result<FileSummary, PipelineError> {
-        self.add_file_with_sha256(data, chunks, || Ok(Sha256::digest(data).into()), sink)
+        self.add_file_with_sha256(data, chunks, || Ok(Some(Sha256::digest(data).into())), sink)
     }
 
     /// Like [`UploadSession::add_file_with`], but takes the file's SHA-256 from
     /// `sha256`, called once after the file is packed: a caller hashing on another
     /// thread joins it there, so the digest is computed while packing goes on.
-    /// It is not called for an empty file (whose shard entry holds zeros).
+    /// `None` registers the file without one (the format makes it optional); an
+    /// empty file's is stored as zeros, as hf_xet does.
     pub fn add_file_with_sha256(
         &mut self,
         data: &[u8],
         chunks: &[Chunk],
-        sha256: impl FnOnce() -> Result<[u8; 32], PipelineError>,
+        sha256: impl FnOnce() -> Result<Option<[u8; 32]>, PipelineError>,
         sink: &mut dyn FnMut(SerializedXorb) -> bool,
     ) -> Result<FileSummary, PipelineError> {
         let mut expected = 0;
@@ -309,7 +310,7 @@ impl UploadSession {
             // even when the store only told us keyed ones.
             verification: term_chunks.iter().map(|h| verification_hash(h)).collect(),
             // hf_xet stores zeros, not sha256(""), for an empty file.
-            sha256: if data.is_empty() { [0; 32] } else { sha256()? },
+            sha256: sha256()?.map(|d| if data.is_empty() { [0; 32] } else { d }),
         });
         Ok(FileSummary {
             file_hash: hash,
@@ -347,7 +348,7 @@ impl UploadSession {
                     })
                     .collect(),
                 verification: Some(f.verification),
-                sha256: Some(f.sha256),
+                sha256: f.sha256,
             })
             .collect();
         let xorbs = self

@@ -1,48 +1,82 @@
-//! Scanning a file for upload: its chunks and its SHA-256, from scratch or,
-//! when an earlier upload of the same path left a manifest, from that manifest.
+//! Scanning a file for upload: its chunks and (when asked for) its SHA-256,
+//! from scratch or, when an earlier upload of the same path left a manifest,
+//! from that manifest.
 //!
-//! The fast path verifies the old chunks against the new bytes and chunks only
-//! around what changed ([`rechunk`]), and resumes the SHA-256 at the last
-//! checkpoint before the first changed byte. Its result is the same as the full
-//! path's; anything inconsistent falls back to the full path.
+//! The fast path verifies the old chunks against the new bytes by their
+//! fingerprints and chunks only around what changed ([`rechunk_with`]), and
+//! resumes the SHA-256 at the last checkpoint before the first changed byte.
+//! Its result is the same as the full path's; anything inconsistent falls back
+//! to the full path.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use cas_core::chunking::{Chunk, chunk_and_hash_parallel, rechunk};
+use cas_core::MerkleHash;
+use cas_core::chunking::{Chunk, chunk_and_hash_parallel, rechunk_with};
 use cas_core::constants::MAX_CHUNK_SIZE;
 use sha2::{Digest, Sha256};
 
 use super::TransferError;
 use super::file_data::{FileData, Sha256Job};
 use crate::cache::Manifest;
+use crate::cache::manifest::{Checkpoint, fingerprint};
 
 /// A scanned file: its chunks, and its SHA-256 (possibly still being computed).
 #[derive(Debug)]
 pub struct Scanned {
     /// The chunks, as [`cas_core::chunking::chunk_and_hash`] cuts them.
     pub chunks: Vec<Chunk>,
-    /// The SHA-256 and its checkpoints.
-    pub sha256: Sha256Job,
+    /// The [`fingerprint`] of each chunk, for the next manifest.
+    pub fingerprints: Vec<u128>,
+    /// The SHA-256 and its checkpoints, if asked for.
+    pub sha256: Option<Sha256Job>,
     /// Chunks verified from the manifest instead of chunked (0 on the full path).
     pub reused: usize,
 }
 
-/// Scans `data` on `threads` threads, starting from `manifest` when there is one.
+/// Scans `data` on `threads` threads, starting from `manifest` when there is
+/// one; with `sha256`, its SHA-256 is computed on a thread of its own meanwhile.
 pub fn scan(
     data: &Arc<FileData>,
     manifest: Option<&Manifest>,
     threads: usize,
+    sha256: bool,
 ) -> Result<Scanned, TransferError> {
     if let Some(m) = manifest
-        && let Some(scanned) = scan_from(data, m, threads)?
+        && let Some(scanned) = scan_from(data, m, threads, sha256)?
     {
         return Ok(scanned);
     }
-    let sha256 = Sha256Job::spawn(data.clone(), Sha256::new(), 0, Vec::new())?;
+    let sha256 = sha256
+        .then(|| Sha256Job::spawn(data.clone(), Sha256::new(), 0, Vec::new()))
+        .transpose()?;
+    let chunks = chunk_and_hash_parallel(data, threads);
     Ok(Scanned {
-        chunks: chunk_and_hash_parallel(data, threads),
+        fingerprints: fingerprints(data, &chunks, threads),
+        chunks,
         sha256,
         reused: 0,
+    })
+}
+
+/// The fingerprints of `chunks` of `data`, on up to `threads` threads.
+fn fingerprints(data: &[u8], chunks: &[Chunk], threads: usize) -> Vec<u128> {
+    let of = |part: &[Chunk]| -> Vec<u128> {
+        part.iter().map(|c| fingerprint(&data[c.range()])).collect()
+    };
+    let threads = threads.clamp(1, chunks.len().max(1));
+    if threads == 1 {
+        return of(chunks);
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .chunks(chunks.len().div_ceil(threads))
+            .map(|part| scope.spawn(move || of(part)))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
     })
 }
 
@@ -51,17 +85,21 @@ fn scan_from(
     data: &Arc<FileData>,
     m: &Manifest,
     threads: usize,
+    want_sha256: bool,
 ) -> Result<Option<Scanned>, TransferError> {
     let len = data.len();
+    if m.fingerprints.len() != m.chunks.len() {
+        return Ok(None);
+    }
     let mut sha256: Option<Result<Sha256Job, TransferError>> = None;
-    let r = rechunk(data, &m.chunks, threads, |prefix| {
+    let is_old = |i: usize, bytes: &[u8]| fingerprint(bytes) == m.fingerprints[i];
+    let r = rechunk_with(data, &m.chunks, threads, is_old, |prefix| {
         // Started as soon as the unchanged prefix is known, beside the rest of the scan.
-        sha256 = Some(resume_sha256(data, m, prefix));
+        if want_sha256 {
+            sha256 = Some(resume_sha256(data, m, prefix));
+        }
     });
-    let sha256 = match sha256 {
-        Some(job) => job?,
-        None => return Ok(None),
-    };
+    let sha256 = sha256.transpose()?;
     let mut expected = 0;
     for c in &r.chunks {
         if c.offset != expected || c.len == 0 || c.len > MAX_CHUNK_SIZE {
@@ -72,7 +110,25 @@ fn scan_from(
     if expected != len {
         return Ok(None);
     }
+    // A chunk with an old chunk's hash has its bytes, hence its fingerprint.
+    let known: HashMap<MerkleHash, u128> = m
+        .chunks
+        .iter()
+        .map(|c| c.0)
+        .zip(m.fingerprints.iter().copied())
+        .collect();
+    let fingerprints = r
+        .chunks
+        .iter()
+        .map(|c| {
+            known
+                .get(&c.hash)
+                .copied()
+                .unwrap_or_else(|| fingerprint(&data[c.range()]))
+        })
+        .collect();
     Ok(Some(Scanned {
+        fingerprints,
         chunks: r.chunks,
         sha256,
         reused: r.verified,
@@ -86,8 +142,11 @@ fn resume_sha256(
     prefix: usize,
 ) -> Result<Sha256Job, TransferError> {
     let len = data.len();
-    if prefix == len && len as u64 == m.size {
-        return Ok(Sha256Job::Done(m.sha256, m.checkpoints.clone()));
+    if let Some(digest) = m.sha256
+        && prefix == len
+        && len as u64 == m.size
+    {
+        return Ok(Sha256Job::Done(digest, m.checkpoints.clone()));
     }
     let resumed = m
         .checkpoint_before(prefix as u64)
@@ -102,16 +161,22 @@ fn resume_sha256(
     Sha256Job::spawn(data.clone(), state, from, earlier)
 }
 
-/// The manifest describing a scanned file (`sha256` and `checkpoints` from its job).
+/// The manifest describing a scanned file: its chunks and their fingerprints
+/// (as [`Scanned`] has them), and its SHA-256 and checkpoints if it had a job.
 pub fn manifest_of(
     chunks: &[Chunk],
+    fingerprints: Vec<u128>,
     size: u64,
-    sha256: [u8; 32],
-    checkpoints: Vec<crate::cache::manifest::Checkpoint>,
+    sha256: Option<([u8; 32], Vec<Checkpoint>)>,
 ) -> Manifest {
+    let (sha256, checkpoints) = match sha256 {
+        Some((digest, checkpoints)) => (Some(digest), checkpoints),
+        None => (None, Vec::new()),
+    };
     Manifest {
         size,
         chunks: chunks.iter().map(|c| (c.hash, c.len)).collect(),
+        fingerprints,
         sha256,
         checkpoints,
     }
@@ -138,18 +203,44 @@ mod tests {
     /// the result against a full scan of `new`.
     fn check(dir: &std::path::Path, old: &[u8], new: &[u8]) -> usize {
         let old_data = mapped(dir, "old", old);
-        let first = scan(&old_data, None, 2).unwrap();
-        let (digest, cps) = first.sha256.join().unwrap();
+        let first = scan(&old_data, None, 2, true).unwrap();
+        let (digest, cps) = first.sha256.unwrap().join().unwrap();
         assert_eq!(digest, sha256_of(old));
-        let m = manifest_of(&first.chunks, old.len() as u64, digest, cps);
+        let m = manifest_of(
+            &first.chunks,
+            first.fingerprints.clone(),
+            old.len() as u64,
+            Some((digest, cps)),
+        );
         let new_data = mapped(dir, "new", new);
-        let again = scan(&new_data, Some(&m), 2).unwrap();
+        let again = scan(&new_data, Some(&m), 2, true).unwrap();
         assert_eq!(again.chunks, chunk_and_hash(new));
-        let (digest, cps) = again.sha256.join().unwrap();
+        let expected: Vec<u128> = again
+            .chunks
+            .iter()
+            .map(|c| fingerprint(&new[c.range()]))
+            .collect();
+        assert_eq!(again.fingerprints, expected);
+        let (digest, cps) = again.sha256.unwrap().join().unwrap();
         assert_eq!(digest, sha256_of(new));
         // The checkpoints are those of a full hash of the new bytes.
-        let fresh = scan(&new_data, None, 1).unwrap();
-        assert_eq!(fresh.sha256.join().unwrap().1, cps);
+        let fresh = scan(&new_data, None, 1, true).unwrap();
+        assert_eq!(fresh.sha256.unwrap().join().unwrap().1, cps);
+        // Without a SHA-256 the chunks are the same, from a manifest with or without one.
+        let plain = scan(&new_data, Some(&m), 2, false).unwrap();
+        assert!(plain.sha256.is_none());
+        assert_eq!(plain.chunks, again.chunks);
+        let m_plain = manifest_of(
+            &first.chunks,
+            first.fingerprints.clone(),
+            old.len() as u64,
+            None,
+        );
+        let plain = scan(&new_data, Some(&m_plain), 2, false).unwrap();
+        assert_eq!((plain.chunks, plain.reused), (again.chunks, again.reused));
+        // A SHA-256 asked of a manifest made without one is computed whole.
+        let late = scan(&new_data, Some(&m_plain), 2, true).unwrap();
+        assert_eq!(late.sha256.unwrap().join().unwrap(), (digest, cps));
         again.reused
     }
 

@@ -2,8 +2,9 @@
 //!
 //! Files are processed one after the other. Each file is mapped read-only
 //! (never copied into memory whole), chunked and hashed on
-//! [`UploadOptions::chunk_threads`] threads while its SHA-256 is computed on a
-//! thread of its own, and its global-dedup candidates are queried. It is then added to the open [`UploadSession`] on a blocking
+//! [`UploadOptions::chunk_threads`] threads (while its SHA-256, if asked for,
+//! is computed on a thread of its own), and its global-dedup candidates are
+//! queried. It is then added to the open [`UploadSession`] on a blocking
 //! thread, which hands over every xorb as soon as it is full: xorbs upload
 //! ([`UploadOptions::xorb_concurrency`] at a time) while packing and
 //! compression go on. Once a batch holds [`UploadOptions::batch_bytes`] of new
@@ -52,6 +53,12 @@ pub struct UploadOptions {
     /// The local cache to consult before asking the server, and to keep what
     /// this upload registered and learned (none: the server only).
     pub cache: Option<LocalCache>,
+    /// Also compute each file's SHA-256 and register it with the file (the
+    /// format's optional metadata; Git LFS names objects by it, and hf_xet always
+    /// sends it). The store identifies files by their Xet hash and cannot check
+    /// a client's SHA-256, so it costs a pass over the data for metadata only:
+    /// on a re-upload, from the last checkpoint before the first change to the end.
+    pub sha256: bool,
 }
 
 impl Default for UploadOptions {
@@ -64,6 +71,7 @@ impl Default for UploadOptions {
             max_shard_bytes: MAX_SHARD_BYTES,
             progress: None,
             cache: None,
+            sha256: false,
         }
     }
 }
@@ -78,6 +86,7 @@ impl std::fmt::Debug for UploadOptions {
             .field("max_shard_bytes", &self.max_shard_bytes)
             .field("progress", &self.progress.is_some())
             .field("cache", &self.cache)
+            .field("sha256", &self.sha256)
             .finish()
     }
 }
@@ -335,6 +344,7 @@ impl<'a, T: Transport> Uploader<'a, T> {
             },
         );
         let threads = self.opts.chunk_threads.max(1);
+        let want_sha256 = self.opts.sha256;
         let owned = path.to_path_buf();
         let manifests = self.opts.cache.as_ref().map(|c| c.manifests.clone());
         // The SHA-256 runs on its own thread while the file is chunked, hashed and
@@ -342,12 +352,13 @@ impl<'a, T: Transport> Uploader<'a, T> {
         let (data, scanned) = tokio::task::spawn_blocking(move || {
             let data = Arc::new(FileData::open(&owned)?);
             let manifest = manifests.as_ref().and_then(|m| m.load(&owned));
-            let scanned = scan(&data, manifest.as_ref(), threads)?;
+            let scanned = scan(&data, manifest.as_ref(), threads, want_sha256)?;
             Ok::<_, TransferError>((data, scanned))
         })
         .await??;
         let Scanned {
             chunks,
+            fingerprints,
             sha256,
             reused,
         } = scanned;
@@ -373,9 +384,10 @@ impl<'a, T: Transport> Uploader<'a, T> {
                 &data,
                 &chunks,
                 || {
-                    let (digest, checkpoints) = sha256.join()?;
+                    let Some(job) = sha256 else { return Ok(None) };
+                    let (digest, checkpoints) = job.join()?;
                     hashed = Some((digest, checkpoints));
-                    Ok(digest)
+                    Ok(Some(digest))
                 },
                 &mut |x| tx.blocking_send(x).is_ok(),
             );
@@ -388,9 +400,9 @@ impl<'a, T: Transport> Uploader<'a, T> {
         self.session = session;
         let summary = summary?;
         self.known.extend(chunks.iter().map(|c| c.hash));
-        if let (Some(cache), Some((digest, checkpoints))) = (&self.opts.cache, hashed) {
+        if let Some(cache) = &self.opts.cache {
             // Best effort: without a manifest the next upload of this path scans it all.
-            let manifest = manifest_of(&chunks, summary.size, digest, checkpoints);
+            let manifest = manifest_of(&chunks, fingerprints, summary.size, hashed);
             let (store, owned) = (cache.manifests.clone(), path.to_path_buf());
             let _ = tokio::task::spawn_blocking(move || store.save(&owned, &manifest)).await;
         }

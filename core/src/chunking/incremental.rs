@@ -18,6 +18,10 @@
 //! identical to [`super::chunk_and_hash`] on the new input for any old list
 //! this chunker made (of any input): a wrong guess only costs a hash that does
 //! not match.
+//!
+//! [`rechunk_with`] lets the caller say how the bytes at an old chunk's place
+//! are recognised as that chunk (for instance by a faster digest it kept of
+//! each old chunk); [`rechunk`] recomputes the chunk hash itself.
 
 use std::collections::HashMap;
 
@@ -54,6 +58,25 @@ pub fn rechunk(
     threads: usize,
     on_prefix: impl FnOnce(usize),
 ) -> Rechunked {
+    rechunk_with(
+        data,
+        old,
+        threads,
+        |i, bytes| chunk_hash(bytes) == old[i].0,
+        on_prefix,
+    )
+}
+
+/// [`rechunk`], with `is_old(i, bytes)` deciding whether `bytes` (of old chunk
+/// `i`'s length, where it would lie) are old chunk `i`. It must answer as
+/// comparing the chunk hash would: the result is only as exact as it is.
+pub fn rechunk_with(
+    data: &[u8],
+    old: &[(MerkleHash, usize)],
+    threads: usize,
+    is_old: impl Fn(usize, &[u8]) -> bool + Sync,
+    on_prefix: impl FnOnce(usize),
+) -> Rechunked {
     let n = data.len();
     let threads = threads.max(1);
     let mut on_prefix = Some(on_prefix);
@@ -65,7 +88,7 @@ pub fn rechunk(
     // Old chunk hash → its first index, built at the first mismatch.
     let mut by_hash: Option<HashMap<MerkleHash, usize>> = None;
     loop {
-        let k = verify_run(data, old, pos, next_old, threads, &mut out);
+        let k = verify_run(data, old, pos, next_old, threads, &is_old, &mut out);
         verified += k;
         pos = out.last().map_or(0, |c| c.offset + c.len);
         next_old += k;
@@ -146,6 +169,7 @@ fn verify_run(
     pos: usize,
     first: usize,
     threads: usize,
+    is_old: &(impl Fn(usize, &[u8]) -> bool + Sync),
     out: &mut Vec<Chunk>,
 ) -> usize {
     let n = data.len();
@@ -172,7 +196,7 @@ fn verify_run(
             round.push(Chunk { offset, len, hash });
             bytes += len;
         }
-        let matched = count_matching(data, &round, threads);
+        let matched = count_matching(data, &round, i, threads, is_old);
         out.extend_from_slice(&round[..matched]);
         i += matched;
         p += round[..matched].iter().map(|c| c.len).sum::<usize>();
@@ -183,22 +207,31 @@ fn verify_run(
     i - first
 }
 
-/// How many of `chunks`, from the first, hash to their expected hash.
-fn count_matching(data: &[u8], chunks: &[Chunk], threads: usize) -> usize {
-    let first_mismatch = |part: &[Chunk]| {
+/// How many of `chunks` (old chunks `first..`, in order), from the first, are
+/// found where they would lie.
+fn count_matching(
+    data: &[u8],
+    chunks: &[Chunk],
+    first: usize,
+    threads: usize,
+    is_old: &(impl Fn(usize, &[u8]) -> bool + Sync),
+) -> usize {
+    let first_mismatch = |part: &[Chunk], from: usize| {
         part.iter()
-            .position(|c| chunk_hash(&data[c.range()]) != c.hash)
+            .enumerate()
+            .position(|(k, c)| !is_old(from + k, &data[c.range()]))
             .unwrap_or(part.len())
     };
     let threads = threads.clamp(1, chunks.len().max(1));
     if threads == 1 {
-        return first_mismatch(chunks);
+        return first_mismatch(chunks, first);
     }
     let per = chunks.len().div_ceil(threads);
     let parts: Vec<usize> = std::thread::scope(|scope| {
         let handles: Vec<_> = chunks
             .chunks(per)
-            .map(|part| scope.spawn(move || first_mismatch(part)))
+            .enumerate()
+            .map(|(k, part)| scope.spawn(move || first_mismatch(part, first + k * per)))
             .collect();
         handles
             .into_iter()
@@ -292,6 +325,16 @@ mod tests {
         assert_eq!(seen, Some(got.unchanged_prefix));
         let p = got.unchanged_prefix;
         assert!(p <= new.len() && p <= old.len() && new[..p] == old[..p]);
+        // Recognising old chunks by another digest of their bytes (indexed as the
+        // old list is) gives the same result.
+        let old_chunks = chunk_and_hash(old);
+        let digests: Vec<_> = old_chunks
+            .iter()
+            .map(|c| blake3::hash(&old[c.range()]))
+            .collect();
+        let is_old = |i: usize, b: &[u8]| blake3::hash(b) == digests[i];
+        let with = rechunk_with(new, &list(&old_chunks), threads, is_old, |_| {});
+        assert_eq!(with, got);
     }
 
     #[test]

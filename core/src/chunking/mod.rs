@@ -17,7 +17,7 @@ mod incremental;
 mod segmented;
 mod stream;
 
-pub use incremental::{Rechunked, rechunk};
+pub use incremental::{Rechunked, rechunk, rechunk_with};
 pub use stream::{ChunkedBlock, ChunkedBlocks, DEFAULT_BLOCK_SIZE};
 
 use crate::hash::{MerkleHash, chunk_hash};
