@@ -735,9 +735,12 @@ impl Bench {
              (before the inserted line the path holds the first version again, uploaded \
              untimed). Both clients keep their local caches between uploads, as a \
              user's machine would: hf_xet its shard cache, cas its shard cache and its \
-             per-path manifest (old chunks are verified by hash and only the region around \
-             the edit is chunked again). Only new chunks (and a shard) are sent. hf_xet \
-             does not report bytes sent.",
+             per-path manifest (old chunks are recognised by fingerprint and only the \
+             region around the edit is chunked again). Only new chunks (and a shard) are \
+             sent. hf_xet does not report bytes sent, and computes the file's SHA-256 \
+             (the Git LFS object id), which cas does only with --sha256. Every file is \
+             read through just before each timed upload, so every client and the \
+             baseline start with it in the page cache.",
         );
         Ok(table)
     }
