@@ -2,9 +2,13 @@
 //! range of it, and where to fetch their bytes.
 //!
 //! Terms are trimmed to the chunks the requested range needs. For each xorb, the chunk
-//! ranges of its terms are merged into disjoint fetch ranges, so every term lies inside
-//! exactly one fetch range (the Xet client requires that). Fetch URLs are presigned
-//! S3 GETs of the whole xorb object: self-authorising, and valid for any sub-range.
+//! ranges of its terms are merged into disjoint fetch ranges, which are then cut at
+//! chunk boundaries into pieces of at most [`FETCH_RANGE_BYTES`] (a term crossing a
+//! cut becomes one term per piece), so every term lies inside exactly one fetch range
+//! (the Xet client requires that). Small pieces let a client decode one while it
+//! fetches the next and keep its buffers small, instead of holding whole 64 MiB
+//! xorbs in memory. Fetch URLs are presigned S3 GETs of the whole xorb object:
+//! self-authorising, and valid for any sub-range.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -14,6 +18,9 @@ use cas_core::hash::MerkleHash;
 use super::records::{XorbLayout, hash_from};
 use super::{CasService, ServiceError};
 use crate::store::keys::xorb_key;
+
+/// Serialized bytes a fetch range holds at most (unless one chunk alone is larger).
+pub const FETCH_RANGE_BYTES: u64 = 8 << 20;
 
 /// A byte range of a file, `start..=end` (inclusive end, as in HTTP `Range`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,11 +153,12 @@ impl CasService {
         }
 
         let mut fetches = Vec::with_capacity(order.len());
-        for xorb in order {
-            let layout = &layouts[&xorb];
+        let mut pieces: BTreeMap<MerkleHash, Vec<Range<u32>>> = BTreeMap::new();
+        for xorb in &order {
+            let layout = &layouts[xorb];
             let mut ranges: Vec<Range<u32>> = terms
                 .iter()
-                .filter(|t| t.xorb == xorb)
+                .filter(|t| t.xorb == *xorb)
                 .map(|t| t.chunks.clone())
                 .collect();
             ranges.sort_by_key(|r| r.start);
@@ -161,11 +169,29 @@ impl CasService {
                     _ => merged.push(r),
                 }
             }
+            let cut: Vec<Range<u32>> = merged
+                .into_iter()
+                .flat_map(|r| {
+                    split_range(r, FETCH_RANGE_BYTES, |a, b| {
+                        let (s, e) = layout.byte_range(a, b);
+                        e - s
+                    })
+                })
+                .collect();
+            pieces.insert(*xorb, cut);
+        }
+        let terms = split_terms(terms, &pieces, |xorb, c| {
+            u64::from(layouts[xorb].chunk_len(c))
+        });
+        for xorb in order {
+            let layout = &layouts[&xorb];
             let url = self.store().presigned_get(&xorb_key(&xorb)).await?;
             fetches.push(XorbFetch {
                 xorb,
                 url,
-                ranges: merged
+                ranges: pieces
+                    .remove(&xorb)
+                    .unwrap_or_default()
                     .into_iter()
                     .map(|c| {
                         let (s, e) = layout.byte_range(c.start, c.end);
@@ -183,5 +209,124 @@ impl CasService {
             terms,
             fetches,
         })
+    }
+}
+
+/// Cuts chunk range `r` into consecutive pieces whose serialized size
+/// (`bytes(first, end)`) is at most `limit`, a chunk larger than `limit` alone
+/// in its piece.
+fn split_range(r: Range<u32>, limit: u64, bytes: impl Fn(u32, u32) -> u64) -> Vec<Range<u32>> {
+    let mut out = Vec::new();
+    let mut start = r.start;
+    for c in r.start..r.end {
+        if c > start && bytes(start, c + 1) > limit {
+            out.push(start..c);
+            start = c;
+        }
+    }
+    if start < r.end {
+        out.push(start..r.end);
+    }
+    out
+}
+
+/// Splits every term at the boundaries of its xorb's fetch pieces, so each lies
+/// in exactly one; `chunk_len(xorb, i)` is chunk `i`'s uncompressed length.
+/// The first term's first bytes stay first (its offset into the first range holds).
+fn split_terms(
+    terms: Vec<ReconstructionTerm>,
+    pieces: &BTreeMap<MerkleHash, Vec<Range<u32>>>,
+    chunk_len: impl Fn(&MerkleHash, u32) -> u64,
+) -> Vec<ReconstructionTerm> {
+    let mut out = Vec::with_capacity(terms.len());
+    for t in terms {
+        let cuts = pieces.get(&t.xorb).map(Vec::as_slice).unwrap_or_default();
+        let inside: Vec<u32> = cuts
+            .iter()
+            .map(|p| p.start)
+            .filter(|&c| c > t.chunks.start && c < t.chunks.end)
+            .collect();
+        if inside.is_empty() {
+            out.push(t);
+            continue;
+        }
+        let bounds = std::iter::once(t.chunks.start)
+            .chain(inside)
+            .chain(std::iter::once(t.chunks.end))
+            .collect::<Vec<_>>();
+        // Lengths of all pieces but the last from the chunks; the last takes the
+        // rest, so the pieces add up to the trimmed term exactly.
+        let mut left = t.unpacked_len;
+        for (k, w) in bounds.windows(2).enumerate() {
+            let len = if k + 2 == bounds.len() {
+                left
+            } else {
+                (w[0]..w[1]).map(|c| chunk_len(&t.xorb, c)).sum()
+            };
+            left -= len;
+            out.push(ReconstructionTerm {
+                xorb: t.xorb,
+                chunks: w[0]..w[1],
+                unpacked_len: len,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_cut_into_pieces_of_at_most_the_limit() {
+        // Chunk i is 3 serialized bytes, except chunk 4 (20 bytes).
+        let size = |c: u32| if c == 4 { 20 } else { 3 };
+        let bytes = |a: u32, b: u32| (a..b).map(size).sum::<u64>();
+        assert_eq!(
+            split_range(0..10, 9, bytes),
+            vec![0..3, 3..4, 4..5, 5..8, 8..10]
+        );
+        assert_eq!(split_range(2..3, 9, bytes), vec![2..3]);
+        assert_eq!(split_range(0..10, 1000, bytes), vec![0..10]);
+        for limit in [1, 3, 5, 9, 25] {
+            let pieces = split_range(1..10, limit, bytes);
+            assert_eq!(pieces.first().unwrap().start, 1);
+            assert_eq!(pieces.last().unwrap().end, 10);
+            for w in pieces.windows(2) {
+                assert_eq!(w[0].end, w[1].start);
+            }
+            for p in &pieces {
+                assert!(!p.is_empty() && (p.len() == 1 || bytes(p.start, p.end) <= limit));
+            }
+        }
+    }
+
+    #[test]
+    fn terms_are_split_where_pieces_are_cut() {
+        let x = MerkleHash([1; 32]);
+        let y = MerkleHash([2; 32]);
+        let mut pieces = BTreeMap::new();
+        pieces.insert(x, vec![0..4, 4..8, 8..10]);
+        pieces.insert(y, std::iter::once(0..10).collect());
+        let term = |xorb, chunks: Range<u32>, unpacked_len| ReconstructionTerm {
+            xorb,
+            chunks,
+            unpacked_len,
+        };
+        // Chunks are 10 bytes each; the first term is trimmed (its last chunk has
+        // 4 bytes in range), the third term is whole, the second is in one piece.
+        let terms = vec![term(x, 2..9, 64), term(y, 0..10, 100), term(x, 4..8, 40)];
+        let split = split_terms(terms, &pieces, |_, _| 10);
+        assert_eq!(
+            split,
+            vec![
+                term(x, 2..4, 20),
+                term(x, 4..8, 40),
+                term(x, 8..9, 4),
+                term(y, 0..10, 100),
+                term(x, 4..8, 40),
+            ]
+        );
     }
 }
