@@ -3,12 +3,13 @@
 //! server (`local_cas_server` of `xet-client`, in this process, storing into a
 //! directory).
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
+use cas_node::local_cluster::free_addrs;
 use xet_client::cas_client::{LocalTestServer, LocalTestServerBuilder};
 
 use crate::s3::{Bucket, S3Location};
@@ -105,7 +106,7 @@ impl NodeSystem {
         std::fs::create_dir_all(&dir)?;
         let secret_file = dir.join("token-secret");
         write_private(&secret_file, &random_hex(32))?;
-        let [http, grpc] = free_ports()?;
+        let [http, grpc] = free_addrs(IpAddr::V4(Ipv4Addr::LOCALHOST))?;
         let config = node_config(&options, &dir, &secret_file, http, grpc);
         let config_file = dir.join("node.toml");
         write_private(&config_file, &config)?;
@@ -321,19 +322,6 @@ impl ReferenceSystem {
         std::fs::remove_dir_all(&store)
             .with_context(|| format!("cannot remove {}", store.display()))
     }
-}
-
-/// `N` distinct TCP ports on the loopback interface, free when this returns.
-fn free_ports<const N: usize>() -> Result<[SocketAddr; N]> {
-    // All bound at once, so the kernel cannot hand out one port twice.
-    let listeners = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    let mut addrs = [SocketAddr::from(([127, 0, 0, 1], 0)); N];
-    for (addr, listener) in addrs.iter_mut().zip(&listeners) {
-        *addr = listener.local_addr()?;
-    }
-    Ok(addrs)
 }
 
 /// `bytes` random bytes as lowercase hex.

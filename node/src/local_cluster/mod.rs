@@ -283,11 +283,18 @@ impl Manifest {
     }
 }
 
-/// A free port (bound on loopback, then released for the node to take) on `ip`.
-fn free_addr(ip: IpAddr) -> Result<SocketAddr, LocalClusterError> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(io("picking a free port"))?;
-    let port = l.local_addr().map_err(io("picking a free port"))?.port();
-    Ok(SocketAddr::new(ip, port))
+/// `N` distinct free ports on `ip`: bound on loopback all at once (so the kernel
+/// cannot hand out one twice), then released for the node to take.
+pub fn free_addrs<const N: usize>(ip: IpAddr) -> Result<[SocketAddr; N], LocalClusterError> {
+    let listeners = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io("picking a free port"))?;
+    let mut addrs = [SocketAddr::new(ip, 0); N];
+    for (addr, l) in addrs.iter_mut().zip(&listeners) {
+        addr.set_port(l.local_addr().map_err(io("picking a free port"))?.port());
+    }
+    Ok(addrs)
 }
 
 /// Writes `bytes` to `path` atomically (a reader sees the old file or the whole new
@@ -538,7 +545,7 @@ impl LocalCluster {
             })?),
             None => IpAddr::V4(Ipv4Addr::LOCALHOST),
         };
-        let (http, grpc) = (free_addr(ip)?, free_addr(ip)?);
+        let [http, grpc] = free_addrs(ip)?;
         let config = dir.join("node.toml");
         let data_dir = dir.join("data");
         let text = format!(
