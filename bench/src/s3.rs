@@ -355,6 +355,8 @@ impl Bucket {
 
     /// Downloads object `key` to `out` with one GET, streaming the body to the
     /// file as it arrives (what `git lfs pull` does); returns the bytes written.
+    /// Like the clients' downloads (`cas` without `--sync`, hf_xet), it does not
+    /// sync the file to disk.
     pub async fn get_to_file(&self, key: &str, out: &Path) -> Result<u64> {
         let mut response = self
             .client
@@ -373,7 +375,6 @@ impl Bucket {
             written += piece.len() as u64;
         }
         writer.flush().await?;
-        writer.into_inner().sync_all().await?;
         Ok(written)
     }
 
