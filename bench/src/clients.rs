@@ -69,6 +69,8 @@ pub struct Tools {
     pub hf_xet_driver: PathBuf,
     /// Longest run of one client process.
     pub timeout: Duration,
+    /// `cas upload` runs with `--sha256`.
+    pub cas_sha256: bool,
 }
 
 impl Tools {
@@ -106,6 +108,9 @@ impl Tools {
             Client::CasHttp | Client::CasGrpc => {
                 let mut cmd = self.cas_command(endpoints);
                 cmd.args(["upload", "--endpoint", endpoint]).arg(path);
+                if self.cas_sha256 {
+                    cmd.arg("--sha256");
+                }
                 cmd
             }
             Client::HfXet => {

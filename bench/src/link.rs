@@ -160,29 +160,37 @@ mod tests {
 
     #[tokio::test]
     async fn a_link_paces_what_it_carries() {
-        // 8 Mbit/s = 1 MB/s: 256 KiB take about a quarter of a second through it
-        // (less the few milliseconds a sender may run ahead).
+        // 8 Mbit/s = 1 MB/s each way: 256 KiB up then the same back take about
+        // 2 x 0.26 s through it (less the few milliseconds a sender may run ahead).
         let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let upstream = echo.local_addr().unwrap();
         tokio::spawn(async move {
             let (mut s, _) = echo.accept().await.unwrap();
-            let mut sink = Vec::new();
-            let _ = s.read_to_end(&mut sink).await;
-            s.write_all(&(sink.len() as u64).to_be_bytes())
-                .await
-                .unwrap();
+            let mut got = Vec::new();
+            let _ = s.read_to_end(&mut got).await;
+            s.write_all(&got).await.unwrap();
         });
         let link = Link::new(8);
         let proxy = link.proxy(upstream).await.unwrap();
         let mut c = TcpStream::connect(proxy.addr()).await.unwrap();
+        let sent = vec![7u8; 256 * 1024];
         let started = std::time::Instant::now();
-        c.write_all(&vec![7u8; 256 * 1024]).await.unwrap();
+        c.write_all(&sent).await.unwrap();
         c.shutdown().await.unwrap();
-        let mut got = [0u8; 8];
-        c.read_exact(&mut got).await.unwrap();
-        assert_eq!(u64::from_be_bytes(got), 256 * 1024);
+        let mut back = Vec::new();
+        c.read_to_end(&mut back).await.unwrap();
         let took = started.elapsed();
-        assert!(took >= Duration::from_millis(200), "{took:?}: not paced");
+        assert_eq!(back, sent);
+        // Both directions paced (one alone would be ~0.26 s), and not far slower
+        // than the rate (a bound loose enough for a busy machine).
+        assert!(
+            took >= Duration::from_millis(480),
+            "{took:?}: not paced both ways"
+        );
+        assert!(
+            took < Duration::from_secs(3),
+            "{took:?}: paced far below 8 Mbit/s"
+        );
         assert_eq!(
             rewrite_url("grpc://10.0.0.1:5/x", &proxy),
             format!("grpc://{}", proxy.addr())

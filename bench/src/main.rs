@@ -100,6 +100,10 @@ struct Args {
     /// this many Mbit/s each way, as a user's uplink [default: loopback, unshaped].
     #[arg(long, value_name = "MBIT", value_parser = clap::value_parser!(u64).range(1..=100_000))]
     link_mbit: Option<u64>,
+    /// `cas` uploads with `--sha256` (computing and registering each file's
+    /// SHA-256, as hf_xet always does) [default: without, as `cas` does by default].
+    #[arg(long)]
+    cas_sha256: bool,
     /// Also write the tables to FILE.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
@@ -137,7 +141,12 @@ async fn run(args: Args) -> Result<Vec<Table>> {
             .clone()
             .unwrap_or_else(|| root.join("node/tests/python/hf_xet_driver.py")),
         timeout: Duration::from_secs(args.timeout_s),
+        cas_sha256: args.cas_sha256,
     };
+    ensure!(
+        args.link_mbit.is_none() || args.parts.contains(&2),
+        "--link-mbit shapes part 2 only; add 2 to --parts"
+    );
     ensure!(
         tools.hf_xet_driver.is_file(),
         "{} not found (--hf-xet-driver)",
@@ -250,9 +259,10 @@ fn parameters(args: &Args) -> String {
     let link = args
         .link_mbit
         .map_or_else(String::new, |m| format!(" --link-mbit {m}"));
+    let sha256 = if args.cas_sha256 { " --cas-sha256" } else { "" };
     format!(
         "cas-bench --size-mb {} --model-mb {} --changed-percent {} --reps {} --s3 {s3} \
-         --seed {}{link}  ({cpu}, {cores} cores)",
+         --seed {}{link}{sha256}  ({cpu}, {cores} cores)",
         args.size_mb, args.model_mb, args.changed_percent, args.reps, args.seed,
     )
 }

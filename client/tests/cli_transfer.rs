@@ -12,7 +12,8 @@ fn cas(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cas"));
     cmd.args(args)
         .env_remove("CAS_ENDPOINT")
-        .env_remove("CAS_TOKEN");
+        .env_remove("CAS_TOKEN")
+        .env_remove("CAS_SHA256");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -58,6 +59,9 @@ fn help_documents_ranges_and_environment_without_showing_the_token() {
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("<PATHS>..."), "{help}");
     assert!(help.contains("<file-hash>  <path>"), "{help}");
+    // The SHA-256 is opt-in, by flag or environment.
+    assert!(help.contains("--sha256"), "{help}");
+    assert!(help.contains("CAS_SHA256"), "{help}");
 }
 
 #[test]

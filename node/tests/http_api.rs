@@ -376,6 +376,62 @@ async fn upload_then_reconstruct_whole_and_ranges_on(node: DemoNode) {
     assert_eq!((r.status, r.code().as_str()), (404, "grants_unavailable"));
 }
 
+/// A xorb larger than a fetch piece is answered in pieces of at most
+/// `FETCH_RANGE_BYTES` (whole chunks), each term lying in exactly one, and the
+/// file and ranges crossing the cuts read back exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_xorbs_are_fetched_in_pieces() {
+    use cas_node::service::reconstruction::FETCH_RANGE_BYTES;
+    let node = DemoNode::start();
+    let api = Api::new(&node);
+    // Random bytes do not compress: one xorb of ~3 pieces.
+    let a = random_bytes(3 * FETCH_RANGE_BYTES as usize - 12_345, 9);
+    let (plan, hashes) = plan_for(&[&a], &[]);
+    assert_eq!(plan.xorbs.len(), 1);
+    let frames = api.upload_plan(&plan).await;
+    assert_eq!(
+        frames.last().unwrap(),
+        &serde_json::json!({"type": "result", "result": 1})
+    );
+
+    let v = api
+        .get(&format!("/v2/reconstructions/{}", hashes[0]), &[])
+        .await
+        .json();
+    let ranges = v["xorbs"][plan.xorbs[0].hash.to_hex()][0]["ranges"]
+        .as_array()
+        .expect("ranges")
+        .clone();
+    assert!(ranges.len() >= 3, "{} fetch ranges", ranges.len());
+    let field = |r: &Value, k: &str, e: &str| r[k][e].as_u64().unwrap();
+    let mut next_chunk = 0;
+    for r in &ranges {
+        let (start, end) = (field(r, "bytes", "start"), field(r, "bytes", "end"));
+        assert!(end + 1 - start <= FETCH_RANGE_BYTES, "range {start}-{end}");
+        assert_eq!(field(r, "chunks", "start"), next_chunk, "contiguous pieces");
+        next_chunk = field(r, "chunks", "end");
+    }
+    let terms = v["terms"].as_array().expect("terms");
+    let mut total = 0;
+    for t in terms {
+        let (s, e) = (field(t, "range", "start"), field(t, "range", "end"));
+        let holding = ranges
+            .iter()
+            .filter(|r| field(r, "chunks", "start") <= s && e <= field(r, "chunks", "end"))
+            .count();
+        assert_eq!(holding, 1, "term {s}..{e} lies in exactly one fetch range");
+        total += t["unpacked_length"].as_u64().unwrap();
+    }
+    assert_eq!(total, a.len() as u64);
+
+    assert_eq!(api.download(&hashes[0], None).await.ok().unwrap(), a);
+    let cut = FETCH_RANGE_BYTES; // near the first cut, in file bytes
+    for (s, e) in [(cut - 70_000, cut + 70_000), (1, a.len() as u64 - 2)] {
+        let got = api.download(&hashes[0], Some((s, e))).await.ok().unwrap();
+        assert_eq!(got, a[s as usize..=e as usize], "range {s}-{e}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dedup_query_finds_stored_chunks_under_both_prefixes() {
     let node = DemoNode::start();

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use cas_core::MerkleHash;
-use cas_core::chunking::{Chunk, chunk_and_hash_parallel, rechunk_with};
+use cas_core::chunking::{Chunk, chunk_and_hash_parallel, map_chunks, rechunk_with};
 use cas_core::constants::MAX_CHUNK_SIZE;
 use sha2::{Digest, Sha256};
 
@@ -52,31 +52,10 @@ pub fn scan(
         .transpose()?;
     let chunks = chunk_and_hash_parallel(data, threads);
     Ok(Scanned {
-        fingerprints: fingerprints(data, &chunks, threads),
+        fingerprints: map_chunks(data, &chunks, threads, fingerprint),
         chunks,
         sha256,
         reused: 0,
-    })
-}
-
-/// The fingerprints of `chunks` of `data`, on up to `threads` threads.
-fn fingerprints(data: &[u8], chunks: &[Chunk], threads: usize) -> Vec<u128> {
-    let of = |part: &[Chunk]| -> Vec<u128> {
-        part.iter().map(|c| fingerprint(&data[c.range()])).collect()
-    };
-    let threads = threads.clamp(1, chunks.len().max(1));
-    if threads == 1 {
-        return of(chunks);
-    }
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = chunks
-            .chunks(chunks.len().div_ceil(threads))
-            .map(|part| scope.spawn(move || of(part)))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
     })
 }
 

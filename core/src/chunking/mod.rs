@@ -80,32 +80,45 @@ pub fn chunk_boundaries_parallel(data: &[u8], threads: usize) -> Vec<usize> {
 
 /// Hashes the chunks delimited by `boundaries` (exclusive ends), on up to `threads` threads.
 pub fn hash_chunks(data: &[u8], boundaries: &[usize], threads: usize) -> Vec<Chunk> {
-    let hash_range = |ends: &[usize], mut start: usize| -> Vec<Chunk> {
-        ends.iter()
-            .map(|&end| {
-                let c = Chunk {
-                    offset: start,
-                    len: end - start,
-                    hash: chunk_hash(&data[start..end]),
-                };
-                start = end;
-                c
-            })
-            .collect()
-    };
-    let threads = threads.clamp(1, boundaries.len().max(1));
+    let mut start = 0;
+    let spans: Vec<Chunk> = boundaries
+        .iter()
+        .map(|&end| {
+            let c = Chunk {
+                offset: start,
+                len: end - start,
+                hash: MerkleHash::ZERO,
+            };
+            start = end;
+            c
+        })
+        .collect();
+    let hashes = map_chunks(data, &spans, threads, chunk_hash);
+    spans
+        .into_iter()
+        .zip(hashes)
+        .map(|(c, hash)| Chunk { hash, ..c })
+        .collect()
+}
+
+/// `f` of each chunk's bytes, in chunk order, computed on up to `threads`
+/// threads (each takes a contiguous share of the chunks).
+pub fn map_chunks<T: Send>(
+    data: &[u8],
+    chunks: &[Chunk],
+    threads: usize,
+    f: impl Fn(&[u8]) -> T + Sync,
+) -> Vec<T> {
+    let f = &f;
+    let of = move |part: &[Chunk]| -> Vec<T> { part.iter().map(|c| f(&data[c.range()])).collect() };
+    let threads = threads.clamp(1, chunks.len().max(1));
     if threads == 1 {
-        return hash_range(boundaries, 0);
+        return of(chunks);
     }
-    let per = boundaries.len().div_ceil(threads);
     std::thread::scope(|scope| {
-        let handles: Vec<_> = boundaries
-            .chunks(per)
-            .enumerate()
-            .map(|(i, ends)| {
-                let start = if i == 0 { 0 } else { boundaries[i * per - 1] };
-                scope.spawn(move || hash_range(ends, start))
-            })
+        let handles: Vec<_> = chunks
+            .chunks(chunks.len().div_ceil(threads))
+            .map(|part| scope.spawn(move || of(part)))
             .collect();
         handles
             .into_iter()

@@ -153,14 +153,13 @@ impl CasService {
         }
 
         let mut fetches = Vec::with_capacity(order.len());
+        let mut by_xorb: BTreeMap<MerkleHash, Vec<Range<u32>>> = BTreeMap::new();
+        for t in &terms {
+            by_xorb.entry(t.xorb).or_default().push(t.chunks.clone());
+        }
         let mut pieces: BTreeMap<MerkleHash, Vec<Range<u32>>> = BTreeMap::new();
-        for xorb in &order {
-            let layout = &layouts[xorb];
-            let mut ranges: Vec<Range<u32>> = terms
-                .iter()
-                .filter(|t| t.xorb == *xorb)
-                .map(|t| t.chunks.clone())
-                .collect();
+        for (xorb, mut ranges) in by_xorb {
+            let layout = &layouts[&xorb];
             ranges.sort_by_key(|r| r.start);
             let mut merged: Vec<Range<u32>> = Vec::with_capacity(ranges.len());
             for r in ranges {
@@ -178,7 +177,7 @@ impl CasService {
                     })
                 })
                 .collect();
-            pieces.insert(*xorb, cut);
+            pieces.insert(xorb, cut);
         }
         let terms = split_terms(terms, &pieces, |xorb, c| {
             u64::from(layouts[xorb].chunk_len(c))
@@ -231,7 +230,8 @@ fn split_range(r: Range<u32>, limit: u64, bytes: impl Fn(u32, u32) -> u64) -> Ve
 }
 
 /// Splits every term at the boundaries of its xorb's fetch pieces, so each lies
-/// in exactly one; `chunk_len(xorb, i)` is chunk `i`'s uncompressed length.
+/// in exactly one; `chunk_len(xorb, i)` is chunk `i`'s uncompressed length (a
+/// term's length is that of its whole chunks, trimming being by whole chunks).
 /// The first term's first bytes stay first (its offset into the first range holds).
 fn split_terms(
     terms: Vec<ReconstructionTerm>,
@@ -254,20 +254,11 @@ fn split_terms(
             .chain(inside)
             .chain(std::iter::once(t.chunks.end))
             .collect::<Vec<_>>();
-        // Lengths of all pieces but the last from the chunks; the last takes the
-        // rest, so the pieces add up to the trimmed term exactly.
-        let mut left = t.unpacked_len;
-        for (k, w) in bounds.windows(2).enumerate() {
-            let len = if k + 2 == bounds.len() {
-                left
-            } else {
-                (w[0]..w[1]).map(|c| chunk_len(&t.xorb, c)).sum()
-            };
-            left -= len;
+        for w in bounds.windows(2) {
             out.push(ReconstructionTerm {
                 xorb: t.xorb,
                 chunks: w[0]..w[1],
-                unpacked_len: len,
+                unpacked_len: (w[0]..w[1]).map(|c| chunk_len(&t.xorb, c)).sum(),
             });
         }
     }
@@ -314,18 +305,19 @@ mod tests {
             chunks,
             unpacked_len,
         };
-        // Chunks are 10 bytes each; the first term is trimmed (its last chunk has
-        // 4 bytes in range), the third term is whole, the second is in one piece.
-        let terms = vec![term(x, 2..9, 64), term(y, 0..10, 100), term(x, 4..8, 40)];
-        let split = split_terms(terms, &pieces, |_, _| 10);
+        // Chunk i of x is 10 + i bytes, y's 10; the first term crosses two cuts,
+        // the second is another xorb's, the third lies in one piece.
+        let len = |xorb: &MerkleHash, c: u32| if *xorb == x { 10 + u64::from(c) } else { 10 };
+        let terms = vec![term(x, 2..9, 105), term(y, 0..10, 100), term(x, 4..8, 62)];
+        let split = split_terms(terms, &pieces, len);
         assert_eq!(
             split,
             vec![
-                term(x, 2..4, 20),
-                term(x, 4..8, 40),
-                term(x, 8..9, 4),
+                term(x, 2..4, 25),
+                term(x, 4..8, 62),
+                term(x, 8..9, 18),
                 term(y, 0..10, 100),
-                term(x, 4..8, 40),
+                term(x, 4..8, 62),
             ]
         );
     }
