@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cas-target}"
 [ "$(id -u)" -eq 0 ] || { echo "netns-vm: run as root" >&2; exit 2; }
 
+apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
   qemu-system-x86 busybox-static cpio iproute2 iptables >/dev/null
 
@@ -20,17 +21,19 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/cas-netns-vm.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 
 echo "== kernel"
-KPKG="$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/ {print $2; exit}')"
-(cd "$WORK" && apt-get download -q "$KPKG" >/dev/null 2>&1 && dpkg-deb -x ./*.deb k)
+KPKG="$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/ {print $2; exit}' || true)"
+[ -n "$KPKG" ] || { echo "netns-vm: no linux-image-amd64 package (Debian on x86-64 needed)" >&2; exit 2; }
+(cd "$WORK" && apt-get download -q "$KPKG" >/dev/null && dpkg-deb -x ./*.deb k)
 KVER="$(ls "$WORK/k/lib/modules")"
 
 echo "== test binary"
-TEST="$(cargo test -p cas-cluster-tests --test netns --no-run --message-format=json 2>/dev/null \
+TEST="$(cargo test -p cas-cluster-tests --test netns --no-run --message-format=json \
   | python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "netns":
         print(m["executable"])' | tail -1)"
+[ -n "$TEST" ] || { echo "netns-vm: the netns test did not build" >&2; exit 1; }
 
 echo "== initramfs"
 R="$WORK/root"
@@ -61,7 +64,7 @@ mount -t tmpfs tmpfs /run; mount -t tmpfs tmpfs /tmp; mount -t devtmpfs dev /dev
 for m in $MODS; do insmod /mods/\$m.ko || echo "insmod \$m failed"; done
 ip link set lo up
 echo "== in the VM: kernel \$(uname -r)"
-CAS_CLUSTER_NET=netns /netns-test --nocapture
+CAS_CLUSTER_NET=netns CAS_REQUIRE_NETEM=1 /netns-test --nocapture
 echo "== netns test exit status \$?"
 poweroff -f
 INIT
@@ -71,5 +74,7 @@ chmod +x "$R/init"
 echo "== boot (TCG emulation; about a minute)"
 timeout 600 qemu-system-x86_64 -accel tcg -cpu max -m 1024 -smp 1 -nographic -no-reboot \
   -kernel "$WORK/k/boot/vmlinuz-$KVER" -initrd "$WORK/initrd.gz" \
-  -append "console=ttyS0 panic=-1 loglevel=3" | tee "$WORK/console.log" | grep -E '^(==|test|running|thread|called|[a-z]+-[a-z]+-[0-9] →)'
-grep -q "netns test exit status 0" "$WORK/console.log"
+  -append "console=ttyS0 panic=-1 loglevel=3" | tee "$WORK/console.log" \
+  | grep -E '^(==|test|running|thread|called|[a-z]+-[a-z]+-[0-9] →)' || true
+grep -q "netns test exit status 0" "$WORK/console.log" \
+  || { echo "netns-vm: the test failed in the VM (see above)" >&2; exit 1; }

@@ -2,16 +2,14 @@
 # Installs what building and testing need on a fresh Debian machine:
 # system packages (C toolchain pieces for -sys crates, which also build
 # Garage for the S3 tests; curl for its readiness check) and the Python
-# packages of the real-client compatibility tests; as root also iproute2
-# and iptables for the cluster scenarios in network namespaces. Idempotent
-# and quick when everything is already there.
+# packages of the real-client compatibility tests; iproute2 and iptables for
+# the cluster scenarios in network namespaces (run as root). Idempotent and
+# quick when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(build-essential pkg-config cmake clang libclang-dev python3 python3-pip curl)
-if [ "$(id -u)" -eq 0 ]; then
-  APT_PACKAGES+=(iproute2 iptables)
-fi
+APT_PACKAGES=(build-essential pkg-config cmake clang libclang-dev python3 python3-pip curl
+  iproute2 iptables)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use cas_node::local_cluster::free_addrs;
+use cas_node::local_cluster::{free_addrs, token_secret, write_private};
 use xet_client::cas_client::{LocalTestServer, LocalTestServerBuilder};
 
 use crate::s3::{Bucket, S3Location};
@@ -105,11 +105,13 @@ impl NodeSystem {
         let dir = options.dir.clone();
         std::fs::create_dir_all(&dir)?;
         let secret_file = dir.join("token-secret");
-        write_private(&secret_file, &random_hex(32))?;
+        token_secret(&secret_file)
+            .with_context(|| format!("cannot create {}", secret_file.display()))?;
         let [http, grpc] = free_addrs(IpAddr::V4(Ipv4Addr::LOCALHOST))?;
         let config = node_config(&options, &dir, &secret_file, http, grpc);
         let config_file = dir.join("node.toml");
-        write_private(&config_file, &config)?;
+        write_private(&config_file, config.as_bytes())
+            .with_context(|| format!("cannot write {}", config_file.display()))?;
 
         let token = issue_token(options.binary, &config_file)?;
         let log = dir.join("node.log");
@@ -322,27 +324,6 @@ impl ReferenceSystem {
         std::fs::remove_dir_all(&store)
             .with_context(|| format!("cannot remove {}", store.display()))
     }
-}
-
-/// `bytes` random bytes as lowercase hex.
-fn random_hex(bytes: usize) -> String {
-    (0..bytes)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect()
-}
-
-/// Writes `text` to a new file only the owner may read.
-fn write_private(path: &Path, text: &str) -> Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(text.as_bytes())?;
-    Ok(())
 }
 
 /// The last lines of a log file, for an error message.

@@ -106,6 +106,13 @@ fn region_links_carry_the_round_trips_and_cuts_drop_packets() {
             "{a} → {b}: {rtt:?} (regions.md: {expected:?}; kernel latency: {})",
             net.kernel_latency()
         );
+        // Where netem must work (the VM of scripts/netns-vm.sh), its absence fails.
+        if std::env::var_os("CAS_REQUIRE_NETEM").is_some() {
+            assert!(
+                net.kernel_latency(),
+                "CAS_REQUIRE_NETEM: the links got no netem"
+            );
+        }
         if net.kernel_latency() {
             assert!(
                 rtt >= expected * 9 / 10 && rtt <= expected + Duration::from_millis(50),

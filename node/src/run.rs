@@ -98,14 +98,8 @@ pub struct DemoOptions {
 
 /// Reads the demo's token secret from `path`, creating a random one the first time.
 fn demo_secret(path: &Path) -> anyhow::Result<Secret> {
-    if let Ok(text) = std::fs::read_to_string(path) {
-        return Ok(Secret::new(text.trim()));
-    }
-    let mut bytes = [0u8; 32];
-    rand::fill(&mut bytes);
-    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    write_private(path, secret.as_bytes())?;
-    Ok(Secret::new(secret))
+    cas_node::local_cluster::token_secret(path)
+        .with_context(|| format!("the token secret {}", path.display()))
 }
 
 /// Writes `bytes` to `path` readable by the owner only, atomically.

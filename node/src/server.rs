@@ -353,7 +353,14 @@ impl RunningNode {
         drop(self.service);
         match Arc::try_unwrap(index) {
             Ok(index) => index.shutdown().await,
-            Err(_) => tracing::warn!("index still in use at shutdown; it closes when dropped"),
+            // Connections cut at the end of the grace run on in tasks of their own
+            // and still hold the service: stop Raft at least.
+            Err(index) => {
+                tracing::warn!(
+                    "cut connections still hold the index: Raft stops, the database closes on exit"
+                );
+                index.stop_raft().await;
+            }
         }
         tracing::info!("node stopped");
     }

@@ -658,13 +658,22 @@ impl Index {
         &self.raft
     }
 
+    /// Stops Raft (for at most [`CLOSE_TIMEOUT`]): no more log entries are written
+    /// or applied. For a shutdown where others still hold the index; the database
+    /// then closes with its last holder.
+    pub async fn stop_raft(&self) {
+        match tokio::time::timeout(CLOSE_TIMEOUT, self.raft.shutdown()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "index shutdown"),
+            Err(_) => tracing::warn!(timeout = ?CLOSE_TIMEOUT, "Raft did not stop in time"),
+        }
+    }
+
     /// Stops Raft and closes the database: when it returns, the store can be opened
     /// again (Raft's workers release their handles of the database shortly after
     /// Raft stops; they get [`CLOSE_TIMEOUT`]).
     pub async fn shutdown(self) {
-        if let Err(e) = self.raft.shutdown().await {
-            tracing::warn!(error = %e, "index shutdown");
-        }
+        self.stop_raft().await;
         let db = Arc::downgrade(&self.db);
         drop(self);
         let deadline = tokio::time::Instant::now() + CLOSE_TIMEOUT;

@@ -33,9 +33,10 @@ pub use netns::{NetnsError, RegionNetwork};
 pub use s3_proxy::{S3Fault, S3Proxy};
 
 /// How long a node may take to stop after SIGTERM: its grace for open requests,
-/// then for its index to close.
+/// then for Raft to stop and for its index to close (each bounded by
+/// `CLOSE_TIMEOUT`), and a few seconds for the process to exit.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(
-    crate::server::SHUTDOWN_GRACE.as_secs() + crate::index::CLOSE_TIMEOUT.as_secs(),
+    crate::server::SHUTDOWN_GRACE.as_secs() + 2 * crate::index::CLOSE_TIMEOUT.as_secs() + 5,
 );
 
 /// How long a node may take to start serving.
@@ -307,16 +308,37 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    let written = opts.open(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
-fn random_hex(bytes: usize) -> String {
-    let mut b = vec![0u8; bytes];
-    rand::fill(&mut b[..]);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+/// The directory of node `id` (its `node.toml`, `data/` and `node.log`) in a
+/// cluster's base directory.
+fn node_dir(base: &Path, id: u64) -> PathBuf {
+    base.join(format!("node-{id}"))
+}
+
+/// The token secret kept in `path`, created (32 random bytes as hex, owner-only)
+/// the first time: one per demo or local cluster, so its tokens outlive restarts.
+pub fn token_secret(path: &Path) -> std::io::Result<Secret> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Secret::new(text.trim())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut b = [0u8; 32];
+            rand::fill(&mut b[..]);
+            let secret: String = b.iter().map(|x| format!("{x:02x}")).collect();
+            write_private(path, secret.as_bytes())?;
+            Ok(Secret::new(secret))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 impl LocalCluster {
@@ -325,7 +347,7 @@ impl LocalCluster {
     /// Refuses a base directory that already holds a cluster (see
     /// [`LocalCluster::resume`]).
     pub async fn start(spec: LocalClusterSpec) -> Result<Self, LocalClusterError> {
-        if spec.base_dir.join("node-1").exists() {
+        if node_dir(&spec.base_dir, 1).exists() {
             return Err(LocalClusterError::Node(format!(
                 "{} already holds a cluster{}; start from an empty directory",
                 spec.base_dir.display(),
@@ -349,6 +371,7 @@ impl LocalCluster {
                 }
             }
         }
+        cluster.save_manifest()?;
         Ok(cluster)
     }
 
@@ -370,7 +393,7 @@ impl LocalCluster {
         let mut cluster = Self::open(spec, Some(&manifest)).await?;
         cluster.next_id = manifest.next_id;
         for n in &manifest.nodes {
-            let dir = cluster.spec.base_dir.join(format!("node-{}", n.id));
+            let dir = node_dir(&cluster.spec.base_dir, n.id);
             let mut node = LocalNode {
                 id: n.id,
                 region: n.region,
@@ -440,13 +463,9 @@ impl LocalCluster {
             None
         };
         let secret_file = spec.base_dir.join("token-secret");
-        if !secret_file.exists() {
-            write_private(&secret_file, random_hex(32).as_bytes())
-                .map_err(io(format!("writing {}", secret_file.display())))?;
-        }
-        let secret = std::fs::read_to_string(&secret_file)
-            .map_err(io(format!("reading {}", secret_file.display())))?;
-        let tokens = Tokens::new(&Secret::new(secret.trim()))
+        let secret = token_secret(&secret_file)
+            .map_err(io(format!("the token secret {}", secret_file.display())))?;
+        let tokens = Tokens::new(&secret)
             .map_err(|e| LocalClusterError::Node(format!("token secret: {e}")))?;
         Ok(LocalCluster {
             spec,
@@ -462,8 +481,13 @@ impl LocalCluster {
     }
 
     /// Records the cluster's members and S3 server in its manifest, for
-    /// [`LocalCluster::resume`].
+    /// [`LocalCluster::resume`]: once every node of a start is a member, then
+    /// after each membership change. Namespace clusters keep none (namespaces do
+    /// not outlive a run, so they cannot be resumed).
     fn save_manifest(&self) -> Result<(), LocalClusterError> {
+        if self.net.is_some() {
+            return Ok(());
+        }
         let s3 = self
             .s3
             .as_ref()
@@ -533,7 +557,7 @@ impl LocalCluster {
     fn spawn(&mut self, region: Region, bootstrap: bool) -> Result<u64, LocalClusterError> {
         let id = self.next_id;
         self.next_id += 1;
-        let dir = self.spec.base_dir.join(format!("node-{id}"));
+        let dir = node_dir(&self.spec.base_dir, id);
         std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
         let s3 = self
             .s3
@@ -609,7 +633,9 @@ log_filter = "{filter}"
             },
             filter = self.spec.log_filter,
         );
-        std::fs::write(&config, text).map_err(io(format!("writing {}", config.display())))?;
+        // Owner-only: it holds the S3 secret key.
+        write_private(&config, text.as_bytes())
+            .map_err(io(format!("writing {}", config.display())))?;
         let mut node = LocalNode {
             id,
             region,
@@ -621,16 +647,11 @@ log_filter = "{filter}"
         };
         self.launch(&mut node)?;
         self.nodes.insert(id, node);
-        self.save_manifest()?;
         Ok(id)
     }
 
     fn launch(&self, node: &mut LocalNode) -> Result<(), LocalClusterError> {
-        let log = node
-            .config
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join("node.log");
+        let log = self.log_path(node.id);
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -750,10 +771,7 @@ log_filter = "{filter}"
 
     /// Node `id`'s log file.
     pub fn log_path(&self, id: u64) -> PathBuf {
-        self.spec
-            .base_dir
-            .join(format!("node-{id}"))
-            .join("node.log")
+        node_dir(&self.spec.base_dir, id).join("node.log")
     }
 
     fn node_mut(&mut self, id: u64) -> Result<&mut LocalNode, LocalClusterError> {
@@ -917,6 +935,7 @@ log_filter = "{filter}"
             async move { c.add_node(req.map_err(local_status)?).await.map(|_| ()) }
         })
         .await?;
+        self.save_manifest()?;
         Ok(id)
     }
 
@@ -1009,19 +1028,32 @@ log_filter = "{filter}"
         self.wait_serving(id).await
     }
 
-    /// Stops every node (SIGTERM, then SIGKILL after a grace period) and the S3 server.
+    /// Stops every node (SIGTERM to all at once, SIGKILL to those still running
+    /// [`STOP_TIMEOUT`] later) and the S3 server.
     pub async fn shutdown(&mut self) {
-        for n in self.nodes.values_mut() {
-            if let Some(c) = n.child.as_mut() {
-                send_term(c);
-            }
+        let mut running: Vec<(u64, Child)> = self
+            .nodes
+            .values_mut()
+            .filter_map(|n| Some((n.id, n.child.take()?)))
+            .collect();
+        for (_, c) in &running {
+            send_term(c);
         }
-        for n in self.nodes.values_mut() {
-            if let Some(mut c) = n.child.take()
-                && !terminate(&mut c, STOP_TIMEOUT)
-            {
-                tracing::warn!(node = n.id, "did not stop after SIGTERM; killed");
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while !running.is_empty() {
+            running.retain_mut(|(_, c)| matches!(c.try_wait(), Ok(None)));
+            if running.is_empty() {
+                break;
             }
+            if Instant::now() > deadline {
+                for (id, c) in &mut running {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    tracing::warn!(node = *id, "did not stop after SIGTERM; killed");
+                }
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         self.proxy = None;
         if let Some(s3) = self.s3.take() {

@@ -173,11 +173,11 @@ impl RegionNetwork {
         }
         net.iptables = net.pick_iptables()?;
         if latency {
-            net.kernel_latency = net.add_latency().is_ok();
-            if !net.kernel_latency {
-                tracing::warn!(
-                    "the kernel has no netem qdisc: the nodes inject the regions' latency themselves"
-                );
+            match net.add_latency() {
+                Ok(()) => net.kernel_latency = true,
+                Err(e) => tracing::warn!(
+                    "no kernel latency on the regions' links ({e}): the nodes inject it themselves"
+                ),
             }
         }
         Ok(net)
