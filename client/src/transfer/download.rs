@@ -4,13 +4,14 @@
 //! and where to fetch each. The terms' stated lengths give each its place in
 //! the output (the first term entered at `offset_into_first_range`, the output
 //! cut to the requested length), so the output is sized up front. Every
-//! distinct byte range is fetched once (several at a time), decoded, and each
-//! term it serves is checked against its `unpacked_length` and written at its
-//! place with a positioned write, from the decoding thread, in whatever order
-//! the ranges complete. A decoded range is dropped once written, so memory
-//! stays bounded whatever the file size. A whole-file download is verified:
-//! the merkle hash of the decoded chunks must be the requested file hash, or
-//! the output is not kept.
+//! distinct byte range is fetched once (several at a time) and decoded as it
+//! streams in, a batch of whole chunk records at a time, on blocking threads
+//! that write each term's bytes at its place with positioned writes, in
+//! whatever order the ranges arrive; each term is checked against its
+//! `unpacked_length`. Memory stays bounded by the batches in flight, whatever
+//! the file size and however large the server's ranges. A whole-file
+//! download is verified: the merkle hash of the decoded chunks must be the
+//! requested file hash, or the output is not kept.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -18,17 +19,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use cas_core::MerkleHash;
 use cas_core::hash::chunk_hash;
 use cas_core::merkle::file_hash;
-use cas_core::xorb::decode_range_body;
+use cas_core::xorb::{complete_records_len, decode_range_body};
 use futures::StreamExt;
 use reqwest::StatusCode;
 
 use super::transport::Transport;
 use super::{Progress, ProgressFn, TransferError, report};
-use crate::xet::{ByteRange, ChunkRange, HttpRange, ReconstructionV2};
+use crate::xet::{ByteRange, ChunkRange, HttpRange, RangeBody, ReconstructionV2};
 
 /// Settings of a download.
 #[derive(Clone)]
@@ -85,17 +86,6 @@ struct Job {
     bytes: HttpRange,
 }
 
-/// A fetched and decoded range.
-#[derive(Debug)]
-struct Decoded {
-    /// The decoded bytes.
-    data: Vec<u8>,
-    /// Chunk boundaries in `data`: `n + 1` offsets.
-    bounds: Vec<usize>,
-    /// Chunk hashes (only when verifying).
-    hashes: Vec<MerkleHash>,
-}
-
 /// The fetch plan of a reconstruction: distinct ranges, and the range of each term.
 fn plan(
     file: &MerkleHash,
@@ -140,49 +130,6 @@ fn plan(
         term_slots.push(slot);
     }
     Ok((jobs, term_slots))
-}
-
-/// Decodes one fetched range and checks it holds the chunks it should.
-fn decode(
-    file: &MerkleHash,
-    job: &Job,
-    body: &[u8],
-    hash: bool,
-    mut data: Vec<u8>,
-) -> Result<Decoded, TransferError> {
-    data.clear();
-    let bounds = decode_range_body(body, &mut data).map_err(|source| TransferError::Decode {
-        xorb: job.xorb,
-        start: job.chunks.start,
-        end: job.chunks.end,
-        source,
-    })?;
-    let n = bounds.len() - 1;
-    if n != job.chunks.len() as usize {
-        return Err(TransferError::Reconstruction {
-            file: *file,
-            reason: format!(
-                "xorb {} bytes {}-{} hold {n} chunks, the reconstruction says {}",
-                job.xorb,
-                job.bytes.start,
-                job.bytes.end,
-                job.chunks.len()
-            ),
-        });
-    }
-    let hashes = if hash {
-        bounds
-            .windows(2)
-            .map(|w| chunk_hash(&data[w[0]..w[1]]))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    Ok(Decoded {
-        data,
-        bounds,
-        hashes,
-    })
 }
 
 /// Whether a fetch failed because its URL expired (403 from AWS and s3s, 400 from Garage).
@@ -382,63 +329,163 @@ impl Buffers {
     }
 }
 
-/// Decodes one fetched range (into a buffer from `buffers`, given back
-/// after), checks each term it serves against its stated length and writes
-/// the term's bytes at their place; returns the range's leaves (when verifying).
-#[allow(clippy::too_many_arguments)]
-fn write_range<S: Sink>(
-    file: &MerkleHash,
-    job: &Job,
-    body: &[u8],
+/// Serialized bytes gathered before a piece of a range is decoded: large
+/// enough that a hand-off to a decoding thread is cheap beside it, small
+/// enough that decoding keeps pace with the network.
+#[cfg(not(test))]
+const DECODE_BATCH_BYTES: usize = 1 << 20;
+/// Small in unit tests, so that their ranges are decoded in several pieces.
+#[cfg(test)]
+const DECODE_BATCH_BYTES: usize = 20_000;
+
+/// What decoding a range needs, shared by the decoding threads of its pieces.
+struct RangeTarget<S> {
+    file: MerkleHash,
+    job: Job,
+    /// The terms this range serves.
+    placements: Vec<Placement>,
     verify: bool,
-    placements: &[Placement],
-    sink: &S,
-    buffers: &Buffers,
-    out_path: &Path,
-) -> Result<Leaves, TransferError> {
-    let d = decode(file, job, body, verify, buffers.take())?;
-    let result = place_terms(file, &d, placements, sink, out_path);
-    let leaves = d
-        .hashes
-        .iter()
-        .zip(d.bounds.windows(2))
-        .map(|(h, w)| (*h, (w[1] - w[0]) as u64))
-        .collect();
-    buffers.put(d.data);
-    result.map(|()| leaves)
+    sink: Arc<S>,
+    out_path: PathBuf,
 }
 
-/// Checks each term a decoded range serves and writes its bytes at their place.
-fn place_terms<S: Sink>(
-    file: &MerkleHash,
-    d: &Decoded,
-    placements: &[Placement],
-    sink: &S,
-    out_path: &Path,
-) -> Result<(), TransferError> {
-    for p in placements {
-        let (a, b) = p.chunks;
-        let len = (d.bounds[b] - d.bounds[a]) as u64;
-        if len != p.unpacked_length {
-            return Err(TransferError::Reconstruction {
-                file: *file,
-                reason: format!(
-                    "term {} decodes to {len} bytes, its unpacked_length is {}",
-                    p.term, p.unpacked_length
-                ),
-            });
-        }
-        if p.from < p.to {
-            let bytes = &d.data[d.bounds[a] + p.from as usize..d.bounds[a] + p.to as usize];
-            sink.write_at(bytes, p.at)
-                .map_err(|e| TransferError::io(out_path, e))?;
+impl<S> RangeTarget<S> {
+    fn decode_error(&self, source: cas_core::Error) -> TransferError {
+        TransferError::Decode {
+            xorb: self.job.xorb,
+            start: self.job.chunks.start,
+            end: self.job.chunks.end,
+            source,
         }
     }
-    Ok(())
+
+    fn chunk_count_error(&self, got: &str) -> TransferError {
+        TransferError::Reconstruction {
+            file: self.file,
+            reason: format!(
+                "xorb {} bytes {}-{} hold {got} chunks, the reconstruction says {}",
+                self.job.xorb,
+                self.job.bytes.start,
+                self.job.bytes.end,
+                self.job.chunks.len()
+            ),
+        }
+    }
+}
+
+/// Decoding state of one range, carried from piece to piece: the range's
+/// chunks are decoded in order as their bytes arrive, and each term's bytes
+/// are written at their place as soon as they are decoded.
+#[derive(Debug)]
+struct RangeDecoder {
+    /// Where each chunk decoded so far starts in the range's uncompressed
+    /// bytes, and where the last one ends: one more entry than chunks.
+    offsets: Vec<u64>,
+    /// `(chunk hash, length)` of the chunks decoded so far (when verifying).
+    leaves: Leaves,
+    /// The current piece's uncompressed bytes (a reused buffer).
+    buffer: Vec<u8>,
+}
+
+impl RangeDecoder {
+    fn new(buffer: Vec<u8>) -> Self {
+        RangeDecoder {
+            offsets: vec![0],
+            leaves: Leaves::new(),
+            buffer,
+        }
+    }
+
+    /// Chunks decoded so far.
+    fn chunks(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    /// Decodes `piece` (whole chunk records, the ones after those decoded so
+    /// far), writes the bytes of every term it covers at their place, and
+    /// checks the stated length of every term that ends in it.
+    fn feed<S: Sink>(&mut self, t: &RangeTarget<S>, piece: &[u8]) -> Result<(), TransferError> {
+        self.buffer.clear();
+        let bounds = decode_range_body(piece, &mut self.buffer).map_err(|e| t.decode_error(e))?;
+        let c0 = self.chunks();
+        let c1 = c0 + bounds.len() - 1;
+        if c1 > t.job.chunks.len() as usize {
+            return Err(t.chunk_count_error(&format!("more than {}", t.job.chunks.len())));
+        }
+        let base = self.offsets[c0];
+        self.offsets
+            .extend(bounds[1..].iter().map(|&b| base + b as u64));
+        if t.verify {
+            self.leaves.extend(
+                bounds
+                    .windows(2)
+                    .map(|w| (chunk_hash(&self.buffer[w[0]..w[1]]), (w[1] - w[0]) as u64)),
+            );
+        }
+        for p in &t.placements {
+            let (a, b) = p.chunks;
+            let (lo, hi) = (a.max(c0), b.min(c1));
+            if lo >= hi {
+                continue;
+            }
+            let term_start = self.offsets[a];
+            if b <= c1 {
+                let len = self.offsets[b] - term_start;
+                if len != p.unpacked_length {
+                    return Err(TransferError::Reconstruction {
+                        file: t.file,
+                        reason: format!(
+                            "term {} decodes to {len} bytes, its unpacked_length is {}",
+                            p.term, p.unpacked_length
+                        ),
+                    });
+                }
+            }
+            // The part of the term in this piece, cut to the bytes wanted of it.
+            let from = (self.offsets[lo] - term_start).max(p.from);
+            let to = (self.offsets[hi] - term_start).min(p.to);
+            if from < to {
+                let at = (term_start + from - base) as usize;
+                t.sink
+                    .write_at(
+                        &self.buffer[at..at + (to - from) as usize],
+                        p.at + (from - p.from),
+                    )
+                    .map_err(|e| TransferError::io(&t.out_path, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks every chunk of the range was decoded; gives back the buffer
+    /// and returns the range's leaves.
+    fn finish<S>(self, t: &RangeTarget<S>, buffers: &Buffers) -> Result<Leaves, TransferError> {
+        buffers.put(self.buffer);
+        let n = self.offsets.len() - 1;
+        if n != t.job.chunks.len() as usize {
+            return Err(t.chunk_count_error(&n.to_string()));
+        }
+        Ok(self.leaves)
+    }
+}
+
+/// The bytes of a fetched range as they arrive.
+trait Pieces: Send {
+    /// The next piece of the range; `None` once all of it arrived.
+    fn next_piece(&mut self) -> impl Future<Output = Result<Option<Bytes>, TransferError>> + Send;
+}
+
+impl Pieces for RangeBody {
+    async fn next_piece(&mut self) -> Result<Option<Bytes>, TransferError> {
+        Ok(self.next_bytes().await?)
+    }
 }
 
 /// What a download needs from the server.
 trait Source: Sync {
+    /// A fetched range being read.
+    type Body: Pieces;
+
     /// How to rebuild `file` (or a byte range of it).
     fn reconstruction(
         &self,
@@ -446,19 +493,21 @@ trait Source: Sync {
         range: Option<ByteRange>,
     ) -> impl Future<Output = Result<ReconstructionV2, TransferError>> + Send;
 
-    /// Bytes `start..=end` of a fetch URL.
+    /// Opens bytes `start..=end` of a fetch URL.
     fn fetch(
         &self,
         url: &str,
         start: u64,
         end: u64,
-    ) -> impl Future<Output = Result<Bytes, TransferError>> + Send;
+    ) -> impl Future<Output = Result<Self::Body, TransferError>> + Send;
 }
 
 /// A [`Transport`] as a download's [`Source`].
 struct Via<'a, T>(&'a T);
 
 impl<T: Transport> Source for Via<'_, T> {
+    type Body = RangeBody;
+
     async fn reconstruction(
         &self,
         file: MerkleHash,
@@ -467,9 +516,78 @@ impl<T: Transport> Source for Via<'_, T> {
         self.0.reconstruction(file, range).await
     }
 
-    async fn fetch(&self, url: &str, start: u64, end: u64) -> Result<Bytes, TransferError> {
-        Ok(self.0.fetcher().fetch_range(url, start, end).await?)
+    async fn fetch(&self, url: &str, start: u64, end: u64) -> Result<RangeBody, TransferError> {
+        Ok(self.0.fetcher().open_range(url, start, end).await?)
     }
+}
+
+/// Fetches one range and decodes it as it arrives: whenever
+/// [`DECODE_BATCH_BYTES`] have gathered, their whole chunk records go to a
+/// blocking thread that decodes them and writes their terms, while the next
+/// bytes are read; one piece per range is decoded at a time, in order.
+/// Returns the range's leaves and the bytes fetched.
+async fn fetch_range_into<Src: Source, S: Sink>(
+    source: &Src,
+    target: Arc<RangeTarget<S>>,
+    buffers: &Buffers,
+    progress: &Option<ProgressFn>,
+) -> Result<(Leaves, u64), TransferError> {
+    type Decoding = tokio::task::JoinHandle<Result<RangeDecoder, TransferError>>;
+    let job = &target.job;
+    let mut body = source
+        .fetch(&job.url, job.bytes.start, job.bytes.end)
+        .await?;
+    let mut pending = BytesMut::new();
+    let mut idle = Some(RangeDecoder::new(buffers.take()));
+    let mut decoding: Option<Decoding> = None;
+    let (mut fetched, mut records) = (0u64, 0usize);
+    loop {
+        let piece = body.next_piece().await?;
+        let done = piece.is_none();
+        if let Some(piece) = piece {
+            fetched += piece.len() as u64;
+            report(
+                progress,
+                Progress::Fetched {
+                    bytes: piece.len() as u64,
+                },
+            );
+            pending.extend_from_slice(&piece);
+        }
+        // At the end everything left is handed on: an incomplete record fails to decode.
+        let cut = if done {
+            pending.len()
+        } else if pending.len() >= DECODE_BATCH_BYTES {
+            let (cut, n) =
+                complete_records_len(&pending, records).map_err(|e| target.decode_error(e))?;
+            records += n;
+            cut
+        } else {
+            continue;
+        };
+        if cut > 0 {
+            let batch = pending.split_to(cut).freeze();
+            let mut decoder = match (idle.take(), decoding.take()) {
+                (Some(d), _) => d,
+                (None, Some(h)) => h.await??,
+                (None, None) => unreachable!("a decoder is idle or decoding"),
+            };
+            let target = target.clone();
+            decoding = Some(tokio::task::spawn_blocking(move || {
+                decoder.feed(&target, &batch)?;
+                Ok(decoder)
+            }));
+        }
+        if done {
+            break;
+        }
+    }
+    let decoder = match (idle, decoding) {
+        (Some(d), _) => d,
+        (None, Some(h)) => h.await??,
+        (None, None) => unreachable!("a decoder is idle or decoding"),
+    };
+    Ok((decoder.finish(&target, buffers)?, fetched))
 }
 
 /// How one range of a pass ended.
@@ -485,12 +603,13 @@ enum Outcome {
 /// Downloads into `sink` (`out_path` is only used in error messages).
 ///
 /// Ranges are fetched `fetch_concurrency` at a time, in file order; each is
-/// decoded on a blocking thread, which writes its terms straight to their
-/// places in the pre-sized output (positioned writes, in whatever order the
-/// ranges complete) and drops it, so memory stays near `fetch_concurrency`
-/// ranges whatever the file size. An expired fetch URL stops new fetches; the
-/// ranges in flight finish, the reconstruction is asked for again, once, and
-/// only the ranges not yet written are fetched again.
+/// decoded as it arrives ([`fetch_range_into`]) on blocking threads, which
+/// write its terms straight to their places in the pre-sized output
+/// (positioned writes, in whatever order the ranges complete), so memory
+/// stays near `fetch_concurrency` decode batches whatever the file size and
+/// however large the server makes its ranges. An expired fetch URL stops new
+/// fetches; the ranges in flight finish, the reconstruction is asked for
+/// again, once, and only the ranges not yet written are fetched again.
 async fn download_into<Src: Source, S: Sink>(
     source: &Src,
     file: &MerkleHash,
@@ -538,8 +657,7 @@ async fn download_into<Src: Source, S: Sink>(
     sink.set_len(out_len)
         .map_err(|e| TransferError::io(&out_path, e))?;
 
-    let placements = Arc::new(placements);
-    let buffers = Arc::new(Buffers::default());
+    let buffers = Buffers::default();
     let mut job_leaves: Vec<Option<Leaves>> = vec![None; jobs.len()];
     let mut pending: Vec<usize> = (0..jobs.len()).collect();
     let mut fetched = 0u64;
@@ -548,45 +666,29 @@ async fn download_into<Src: Source, S: Sink>(
         let expired = AtomicBool::new(false);
         let mut retry = Vec::new();
         {
-            let jobs = &jobs;
-            let expired = &expired;
-            let (placements, sink, buffers, out_path) = (&placements, &sink, &buffers, &out_path);
+            let (jobs, expired, buffers) = (&jobs, &expired, &buffers);
+            let (placements, sink, out_path) = (&placements, &sink, &out_path);
             let mut results = futures::stream::iter(pending.iter().copied())
                 .map(|j| async move {
                     if expired.load(Ordering::Relaxed) {
                         return (j, Outcome::Deferred);
                     }
-                    let job = &jobs[j];
-                    let body = match source.fetch(&job.url, job.bytes.start, job.bytes.end).await {
-                        Ok(b) => b,
+                    let target = Arc::new(RangeTarget {
+                        file: *file,
+                        job: jobs[j].clone(),
+                        placements: placements[j].clone(),
+                        verify,
+                        sink: sink.clone(),
+                        out_path: out_path.clone(),
+                    });
+                    match fetch_range_into(source, target, buffers, &opts.progress).await {
+                        Ok((leaves, n)) => (j, Outcome::Written(leaves, n)),
                         Err(e) => {
                             if !renewed && is_expired_url(&e) {
                                 expired.store(true, Ordering::Relaxed);
                             }
-                            return (j, Outcome::Failed(e));
+                            (j, Outcome::Failed(e))
                         }
-                    };
-                    let n = body.len() as u64;
-                    report(&opts.progress, Progress::Fetched { bytes: n });
-                    let (job, places, sink, buffers, out_path) = (
-                        job.clone(),
-                        placements.clone(),
-                        sink.clone(),
-                        buffers.clone(),
-                        out_path.clone(),
-                    );
-                    let file = *file;
-                    let written = tokio::task::spawn_blocking(move || {
-                        let places = &places[j];
-                        write_range(
-                            &file, &job, &body, verify, places, &*sink, &buffers, &out_path,
-                        )
-                    })
-                    .await;
-                    match written {
-                        Ok(Ok(leaves)) => (j, Outcome::Written(leaves, n)),
-                        Ok(Err(e)) => (j, Outcome::Failed(e)),
-                        Err(e) => (j, Outcome::Failed(e.into())),
                     }
                 })
                 .buffer_unordered(opts.fetch_concurrency.max(1));
@@ -803,7 +905,23 @@ mod tests {
         recon_calls: std::sync::atomic::AtomicUsize,
     }
 
+    /// A range body in memory, handed out in pieces of 7 001 bytes (so that
+    /// chunk records straddle pieces).
+    struct MockBody(Bytes);
+
+    impl Pieces for MockBody {
+        async fn next_piece(&mut self) -> Result<Option<Bytes>, TransferError> {
+            if self.0.is_empty() {
+                return Ok(None);
+            }
+            let n = self.0.len().min(7_001);
+            Ok(Some(self.0.split_to(n)))
+        }
+    }
+
     impl Source for Mock {
+        type Body = MockBody;
+
         async fn reconstruction(
             &self,
             _file: MerkleHash,
@@ -813,7 +931,7 @@ mod tests {
             Ok(self.recons[k.min(self.recons.len() - 1)].clone())
         }
 
-        async fn fetch(&self, url: &str, start: u64, end: u64) -> Result<Bytes, TransferError> {
+        async fn fetch(&self, url: &str, start: u64, end: u64) -> Result<MockBody, TransferError> {
             if url.starts_with("expired/") {
                 return Err(TransferError::Xet(crate::xet::XetError::Status {
                     status: StatusCode::FORBIDDEN,
@@ -824,9 +942,9 @@ mod tests {
             let n: usize = url.rsplit('/').next().unwrap().parse().unwrap();
             let delay = (self.bodies.len() - n) as u64 * 3;
             tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
-            Ok(Bytes::copy_from_slice(
+            Ok(MockBody(Bytes::copy_from_slice(
                 &self.bodies[n][start as usize..=end as usize],
-            ))
+            )))
         }
     }
 
@@ -1011,21 +1129,59 @@ mod tests {
         assert!(renew_urls(&file, &recon, &other, &mut jobs).is_err());
     }
 
-    #[test]
-    fn body_with_the_wrong_chunk_count_or_garbage_is_rejected() {
+    #[tokio::test]
+    async fn body_with_the_wrong_chunk_count_or_garbage_is_rejected() {
         let data = pseudo_random(300_000);
         let (body, recon, leaves) = fixture(&data);
         let file = file_hash(&leaves);
-        let (mut jobs, _) = plan(&file, &recon).unwrap();
-        jobs[0].chunks.end += 1;
-        assert!(matches!(
-            decode(&file, &jobs[0], &body, false, Vec::new()),
-            Err(TransferError::Reconstruction { .. })
-        ));
-        assert!(matches!(
-            decode(&file, &jobs[0], &[1, 2, 3], false, Vec::new()),
-            Err(TransferError::Decode { .. })
-        ));
+        let mock = |recon: &ReconstructionV2, body: &[u8]| Mock {
+            recons: vec![recon.clone()],
+            bodies: vec![body.to_vec()],
+            recon_calls: Default::default(),
+        };
+        let fetch_url = |r: &mut ReconstructionV2| {
+            for f in r.xorbs.values_mut().flatten() {
+                f.url = "http://fetch/0".into();
+            }
+        };
+        let mut good = recon.clone();
+        fetch_url(&mut good);
+        let (out, _) = to_memory(&mock(&good, &body), &file, None, 1)
+            .await
+            .unwrap();
+        assert!(out == data);
+
+        // The range holds one chunk more than the reconstruction says, or one fewer.
+        let mut more = good.clone();
+        let fetch = &mut more.xorbs.values_mut().next().unwrap()[0].ranges[0];
+        fetch.chunks.end -= 1;
+        more.terms.pop();
+        let err = to_memory(&mock(&more, &body), &file, None, 1)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("more than"), "{err}");
+        let mut fewer = good.clone();
+        let fetch = &mut fewer.xorbs.values_mut().next().unwrap()[0].ranges[0];
+        fetch.chunks.end += 1;
+        let err = to_memory(&mock(&fewer, &body), &file, None, 1)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TransferError::Reconstruction { .. }), "{err}");
+
+        // Garbage, and a body cut inside its last record.
+        let mut garbage = body.clone();
+        garbage[0] = 9;
+        let err = to_memory(&mock(&good, &garbage), &file, None, 1)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TransferError::Decode { .. }), "{err}");
+        let mut cut = good.clone();
+        let fetch = &mut cut.xorbs.values_mut().next().unwrap()[0].ranges[0];
+        fetch.bytes.end -= 1;
+        let err = to_memory(&mock(&cut, &body), &file, None, 1)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TransferError::Decode { .. }), "{err}");
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub use client::{
     DEDUP_PREFIX, SESSION_ID_HEADER, USER_AGENT, XORB_PREFIX, XetClient, XetClientConfig,
 };
 pub use error::{ServerMessage, XetError, is_retryable_status};
-pub use fetch::Fetcher;
+pub use fetch::{Fetcher, RangeBody};
 pub use ndjson::{FrameError, FrameReader, MAX_FRAME_BYTES};
 pub use range::{ByteRange, RangeError};
 pub use types::{

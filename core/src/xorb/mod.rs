@@ -10,7 +10,8 @@
 //! - [`parse_xorb`] and [`validate_xorb`] check an uploaded or stored xorb
 //!   completely (server write path), decoding each chunk into one reused buffer;
 //! - [`ChunkDecoder`] and [`decode_range_body`] decode a *range body*, the run
-//!   of chunk records a ranged fetch returns (client download path);
+//!   of chunk records a ranged fetch returns (client download path), and
+//!   [`complete_records_len`] finds how much of one streaming in can be decoded;
 //! - [`ChunkRecords`] walks records without decoding them.
 //!
 //! Rules enforced everywhere: header version 0, a known scheme, uncompressed
@@ -38,8 +39,8 @@ pub use builder::{AddChunk, XorbBuilder};
 pub use chunk_header::{CHUNK_HEADER_LEN, CHUNK_HEADER_VERSION, ChunkHeader, is_footer_marker};
 pub use footer::{FOOTER_IDENT, XorbFooter};
 pub use parse::{
-    ChunkDecoder, ChunkRecords, DecodedChunk, ParsedXorb, RawChunk, decode_chunk_records,
-    decode_range_body, parse_xorb, parse_xorb_with, validate_xorb,
+    ChunkDecoder, ChunkRecords, DecodedChunk, ParsedXorb, RawChunk, complete_records_len,
+    decode_chunk_records, decode_range_body, parse_xorb, parse_xorb_with, validate_xorb,
 };
 
 /// Where one chunk sits in a xorb, both serialized and uncompressed.

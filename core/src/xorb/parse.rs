@@ -308,6 +308,25 @@ pub fn decode_range_body(body: &[u8], out: &mut Vec<u8>) -> Result<Vec<usize>> {
     }
 }
 
+/// The longest prefix of `bytes` made of whole chunk records, as `(bytes,
+/// records)`, for decoding a range body as it streams in: that prefix can be
+/// decoded now, the rest waits for more bytes. Each header in the prefix is
+/// checked (chunk `first_index` is the first, for messages); an incomplete
+/// record at the end is not an error here, only the end of the prefix.
+pub fn complete_records_len(bytes: &[u8], first_index: usize) -> Result<(usize, usize)> {
+    let mut pos = 0;
+    let mut index = first_index;
+    while let Some(head) = bytes[pos..].first_chunk::<CHUNK_HEADER_LEN>() {
+        let header = ChunkHeader::parse(head, index)?;
+        if bytes.len() - pos < header.record_len() {
+            break;
+        }
+        pos += header.record_len();
+        index += 1;
+    }
+    Ok((pos, index - first_index))
+}
+
 /// A fully checked xorb.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedXorb {

@@ -450,6 +450,47 @@ fn range_bodies_decode_with_boundaries() {
 }
 
 #[test]
+fn complete_records_prefix_of_a_streaming_body() {
+    let chunks = mixed_chunks();
+    let x = build(&chunks);
+    let ends: Vec<usize> = x
+        .chunks
+        .iter()
+        .map(|c| c.serialized_offset + c.serialized_len)
+        .collect();
+    // Every cut point: the prefix ends at the last record boundary at or before it.
+    for cut in 0..=x.bytes.len() {
+        let whole = ends.iter().filter(|&&e| e <= cut).count();
+        let want = if whole == 0 { 0 } else { ends[whole - 1] };
+        assert_eq!(
+            complete_records_len(&x.bytes[..cut], 0),
+            Ok((want, whole)),
+            "cut {cut}"
+        );
+    }
+    // Decoding the prefixes one after the other gives the whole body.
+    let mut out = Vec::new();
+    let (mut pos, mut index) = (0, 0);
+    for cut in (0..=x.bytes.len()).step_by(7_001).chain([x.bytes.len()]) {
+        let (n, records) = complete_records_len(&x.bytes[pos..cut], index).unwrap();
+        if n > 0 {
+            let bounds = decode_range_body(&x.bytes[pos..pos + n], &mut out).unwrap();
+            assert_eq!(bounds.len() - 1, records);
+            index += records;
+            pos += n;
+        }
+    }
+    assert_eq!((pos, index), (x.bytes.len(), chunks.len()));
+    assert_eq!(out, chunks.concat());
+    // A bad header is an error, named by its index in the whole body.
+    let mut bad = x.bytes.clone();
+    bad[x.chunks[2].serialized_offset] = 9;
+    let err = complete_records_len(&bad[x.chunks[1].serialized_offset..], 1).unwrap_err();
+    assert_eq!(err.code(), "malformed_xorb");
+    assert!(err.to_string().contains("chunk 2"), "{err}");
+}
+
+#[test]
 fn records_walk_without_decoding() {
     let x = build(&mixed_chunks());
     let stored = x.to_bytes_with_footer();
