@@ -8,11 +8,26 @@
 #
 # CAS_TOOLS_DIR defaults to ~/.cache/cas-tools, outside the clone, so the
 # few-minute build happens once per machine.
+#
+# GARAGE_PROFILE picks the build, for install and start alike:
+#   test     (default) a quick build (opt-level 1, ~7 minutes on 2 cores) for
+#            the test suites, which need an S3 server that behaves like
+#            Garage, not one that is fast;
+#   release  the crate's own release profile, as `cargo install garage`
+#            builds it for operators (~15 minutes): the benchmarks use it,
+#            since the test build spends about twice the CPU per stored
+#            byte (MD5 ETags, BLAKE2 block hashes) on the cores it shares.
 set -euo pipefail
 
 GARAGE_VERSION=2.5.0
 CAS_TOOLS_DIR="${CAS_TOOLS_DIR:-$HOME/.cache/cas-tools}"
-GARAGE_BIN="$CAS_TOOLS_DIR/bin/garage"
+GARAGE_PROFILE="${GARAGE_PROFILE:-test}"
+case "$GARAGE_PROFILE" in
+  test) GARAGE_ROOT="$CAS_TOOLS_DIR" ;;
+  release) GARAGE_ROOT="$CAS_TOOLS_DIR/garage-release" ;;
+  *) echo "garage.sh: GARAGE_PROFILE must be test or release, not '$GARAGE_PROFILE'" >&2; exit 1 ;;
+esac
+GARAGE_BIN="$GARAGE_ROOT/bin/garage"
 
 log() { echo "garage.sh: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -26,27 +41,34 @@ installed() {
 
 cmd_install() {
   if installed; then
-    log "Garage $GARAGE_VERSION already installed at $GARAGE_BIN"
+    log "Garage $GARAGE_VERSION ($GARAGE_PROFILE build) already installed at $GARAGE_BIN"
     return 0
   fi
-  mkdir -p "$CAS_TOOLS_DIR"
-  log "installing Garage $GARAGE_VERSION into $CAS_TOOLS_DIR (takes ~7 minutes on 2 cores the first time)"
+  mkdir -p "$GARAGE_ROOT"
   local started=$SECONDS
-  # Its own target dir: the project's build cache stays untouched.
-  # Only the features a single-node test server needs (LMDB metadata), and a
-  # quick release profile: this binary serves tests, not production.
-  CARGO_TARGET_DIR="$CAS_TOOLS_DIR/target" \
-  CARGO_PROFILE_RELEASE_LTO=false \
-  CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
-  CARGO_PROFILE_RELEASE_OPT_LEVEL=1 \
-  CARGO_PROFILE_RELEASE_DEBUG=0 \
-  CARGO_PROFILE_RELEASE_INCREMENTAL=false \
-    cargo install garage --version "$GARAGE_VERSION" --locked --root "$CAS_TOOLS_DIR" \
+  # Its own target dir: the project's build cache stays untouched. Only the
+  # features a single-node server needs (LMDB metadata).
+  local -a profile=()
+  if [ "$GARAGE_PROFILE" = test ]; then
+    log "installing Garage $GARAGE_VERSION (test build) into $GARAGE_ROOT (takes ~7 minutes on 2 cores the first time)"
+    # A quick release profile: this binary serves tests, not production.
+    profile=(
+      CARGO_PROFILE_RELEASE_LTO=false
+      CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
+      CARGO_PROFILE_RELEASE_OPT_LEVEL=1
+      CARGO_PROFILE_RELEASE_DEBUG=0
+      CARGO_PROFILE_RELEASE_INCREMENTAL=false
+    )
+  else
+    log "installing Garage $GARAGE_VERSION (release build) into $GARAGE_ROOT (takes ~15 minutes on 2 cores the first time)"
+  fi
+  env CARGO_TARGET_DIR="$GARAGE_ROOT/target" "${profile[@]}" \
+    cargo install garage --version "$GARAGE_VERSION" --locked --root "$GARAGE_ROOT" \
       --no-default-features --features bundled-libs,lmdb
   installed || die "$GARAGE_BIN does not report version $GARAGE_VERSION after install"
   # Only the binary is kept; the build tree is large.
-  rm -rf "$CAS_TOOLS_DIR/target"
-  log "installed Garage $GARAGE_VERSION in $((SECONDS - started)) s"
+  rm -rf "$GARAGE_ROOT/target"
+  log "installed Garage $GARAGE_VERSION ($GARAGE_PROFILE build) in $((SECONDS - started)) s"
 }
 
 # Random lowercase hex of $1 bytes.
@@ -81,7 +103,7 @@ http_status() {
 
 cmd_start() {
   local dir="${1:?usage: $0 start DIR}" pid
-  installed || die "Garage $GARAGE_VERSION is not installed; run: $0 install"
+  installed || die "Garage $GARAGE_VERSION ($GARAGE_PROFILE build) is not installed; run: GARAGE_PROFILE=$GARAGE_PROFILE $0 install"
   mkdir -p "$dir"
   dir="$(cd "$dir" && pwd)"
   if pid="$(running_pid "$dir")"; then
@@ -159,7 +181,7 @@ EOF
     fi
     sleep 0.2
   done
-  log "Garage $GARAGE_VERSION serves S3 on $endpoint (PID $pid, log: $dir/garage.log)"
+  log "Garage $GARAGE_VERSION ($GARAGE_PROFILE build) serves S3 on $endpoint (PID $pid, log: $dir/garage.log)"
 
   echo "export GARAGE_ENDPOINT=$endpoint"
   echo "export GARAGE_REGION=garage"

@@ -35,7 +35,7 @@ use clap::Parser;
 use crate::clients::{Client, Tools};
 use crate::parts::Bench;
 use crate::report::Table;
-use crate::s3::{Bucket, S3Kind};
+use crate::s3::{Bucket, GarageBuild, S3Kind};
 
 /// End-to-end benchmark of the CAS node and client against plain S3 and the
 /// Xet reference server; prints Markdown tables.
@@ -79,6 +79,10 @@ struct Args {
     /// The hf_xet driver script [default: node/tests/python/hf_xet_driver.py].
     #[arg(long, value_name = "FILE")]
     hf_xet_driver: Option<PathBuf>,
+    /// The Garage build to start with --s3 garage: release (as operators run
+    /// it) or test (the quick build of the test suites).
+    #[arg(long, value_enum, default_value = "release")]
+    garage_build: GarageBuild,
     /// The Garage helper script [default: scripts/garage.sh].
     #[arg(long, value_name = "FILE")]
     garage_script: Option<PathBuf>,
@@ -175,8 +179,13 @@ async fn run(args: Args) -> Result<Vec<Table>> {
         .unwrap_or_else(|| root.join("scripts/garage.sh"));
     let result = {
         // Inside this block, so the S3 server stops before `work` is removed.
-        let (server, location) =
-            s3::start(args.s3, &work.path().join("s3"), &garage_script).await?;
+        let (server, location) = s3::start(
+            args.s3,
+            &work.path().join("s3"),
+            &garage_script,
+            args.garage_build,
+        )
+        .await?;
         let bucket = Bucket::new(&location);
         let bench = Bench {
             tools,
@@ -260,8 +269,13 @@ fn parameters(args: &Args) -> String {
         .link_mbit
         .map_or_else(String::new, |m| format!(" --link-mbit {m}"));
     let sha256 = if args.cas_sha256 { " --cas-sha256" } else { "" };
+    let garage = if args.s3 == S3Kind::Garage {
+        format!(" --garage-build {}", args.garage_build.profile())
+    } else {
+        String::new()
+    };
     format!(
-        "cas-bench --size-mb {} --model-mb {} --changed-percent {} --reps {} --s3 {s3} \
+        "cas-bench --size-mb {} --model-mb {} --changed-percent {} --reps {} --s3 {s3}{garage} \
          --seed {}{link}{sha256}  ({cpu}, {cores} cores)",
         args.size_mb, args.model_mb, args.changed_percent, args.reps, args.seed,
     )

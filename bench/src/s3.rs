@@ -47,6 +47,27 @@ pub enum S3Kind {
     S3s,
 }
 
+/// Which Garage build `scripts/garage.sh` runs (its `GARAGE_PROFILE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum GarageBuild {
+    /// The crate's release profile, as operators install it
+    /// (`GARAGE_PROFILE=release scripts/garage.sh install`, ~15 minutes once).
+    Release,
+    /// The quick build the test suites use (opt-level 1): about twice
+    /// Garage's CPU per stored byte, which the client and node share.
+    Test,
+}
+
+impl GarageBuild {
+    /// The `GARAGE_PROFILE` value.
+    pub fn profile(self) -> &'static str {
+        match self {
+            GarageBuild::Release => "release",
+            GarageBuild::Test => "test",
+        }
+    }
+}
+
 /// How to reach the S3 bucket.
 #[derive(Clone, Debug)]
 pub struct S3Location {
@@ -84,10 +105,11 @@ pub async fn start(
     kind: S3Kind,
     dir: &Path,
     garage_script: &Path,
+    garage_build: GarageBuild,
 ) -> Result<(S3Server, S3Location)> {
     match kind {
         S3Kind::Garage => {
-            let (guard, location) = GarageGuard::start(garage_script, dir).await?;
+            let (guard, location) = GarageGuard::start(garage_script, dir, garage_build).await?;
             Ok((S3Server::Garage { _guard: guard }, location))
         }
         S3Kind::Env => {
@@ -126,11 +148,12 @@ pub async fn start(
 pub struct GarageGuard {
     script: PathBuf,
     dir: PathBuf,
+    build: GarageBuild,
 }
 
 impl GarageGuard {
     /// Starts Garage with its configuration and data in `dir`.
-    async fn start(script: &Path, dir: &Path) -> Result<(Self, S3Location)> {
+    async fn start(script: &Path, dir: &Path, build: GarageBuild) -> Result<(Self, S3Location)> {
         ensure!(
             script.is_file(),
             "{} not found; pass --garage-script, or --s3 s3s to use the embedded S3 server",
@@ -141,6 +164,7 @@ impl GarageGuard {
             .arg(script)
             .arg("start")
             .arg(dir)
+            .env("GARAGE_PROFILE", build.profile())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -151,14 +175,18 @@ impl GarageGuard {
         let guard = GarageGuard {
             script: script.to_owned(),
             dir: dir.to_owned(),
+            build,
         };
         let out = tokio::time::timeout(GARAGE_START_TIMEOUT, child.wait_with_output())
             .await
             .map_err(|_| anyhow!("garage.sh start took over {GARAGE_START_TIMEOUT:?}"))??;
         if !out.status.success() {
             bail!(
-                "garage.sh start failed ({}); is Garage installed (scripts/garage.sh install)?\n{}",
+                "garage.sh start failed ({}); is Garage's {} build installed \
+                 (GARAGE_PROFILE={} scripts/garage.sh install)?\n{}",
                 out.status,
+                build.profile(),
+                build.profile(),
                 String::from_utf8_lossy(&out.stderr)
             );
         }
@@ -189,6 +217,7 @@ impl Drop for GarageGuard {
             .arg(&self.script)
             .arg("stop")
             .arg(&self.dir)
+            .env("GARAGE_PROFILE", self.build.profile())
             .stdin(Stdio::null())
             .status();
         if !matches!(status, Ok(s) if s.success()) {
