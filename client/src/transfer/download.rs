@@ -8,8 +8,9 @@
 //! streams in, a batch of whole chunk records at a time, on blocking threads
 //! that write each term's bytes at its place with positioned writes, in
 //! whatever order the ranges arrive; each term is checked against its
-//! `unpacked_length`. Memory stays bounded by the batches in flight, whatever
-//! the file size and however large the server's ranges. A whole-file
+//! `unpacked_length`. Memory stays bounded by the batches in flight (each at
+//! most 1 MiB fetched and 4 MiB decoded), whatever the file size, however
+//! large the server's ranges and however well their chunks compressed. A whole-file
 //! download is verified: the merkle hash of the decoded chunks must be the
 //! requested file hash, or the output is not kept.
 
@@ -17,7 +18,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use cas_core::MerkleHash;
@@ -338,6 +339,14 @@ const DECODE_BATCH_BYTES: usize = 1 << 20;
 #[cfg(test)]
 const DECODE_BATCH_BYTES: usize = 20_000;
 
+/// Most uncompressed bytes one piece decodes to (beyond its first chunk):
+/// well-compressed records would otherwise decode to many times their size.
+#[cfg(not(test))]
+const DECODE_BATCH_RAW_BYTES: usize = 4 << 20;
+/// Small in unit tests, so that pieces are cut by it too.
+#[cfg(test)]
+const DECODE_BATCH_RAW_BYTES: usize = 40_000;
+
 /// What decoding a range needs, shared by the decoding threads of its pieces.
 struct RangeTarget<S> {
     file: MerkleHash,
@@ -521,73 +530,117 @@ impl<T: Transport> Source for Via<'_, T> {
     }
 }
 
-/// Fetches one range and decodes it as it arrives: whenever
-/// [`DECODE_BATCH_BYTES`] have gathered, their whole chunk records go to a
-/// blocking thread that decodes them and writes their terms, while the next
-/// bytes are read; one piece per range is decoded at a time, in order.
-/// Returns the range's leaves and the bytes fetched.
+/// A range's decoder: idle between pieces, or decoding one on a blocking thread.
+enum DecoderSlot {
+    Idle(RangeDecoder),
+    Busy(tokio::task::JoinHandle<Result<RangeDecoder, TransferError>>),
+    /// Lost to a failed piece.
+    Gone,
+}
+
+impl DecoderSlot {
+    /// The decoder, once the piece it is decoding (if any) is done.
+    async fn take(&mut self) -> Result<RangeDecoder, TransferError> {
+        match std::mem::replace(self, DecoderSlot::Gone) {
+            DecoderSlot::Idle(d) => Ok(d),
+            DecoderSlot::Busy(h) => h.await?,
+            DecoderSlot::Gone => Err(TransferError::Task(
+                "a range's decoder was lost to an earlier error".into(),
+            )),
+        }
+    }
+
+    /// Waits for a piece still being decoded, whatever its outcome: after a
+    /// failure nothing of the range may still be writing to the output.
+    async fn settle(&mut self) {
+        if let DecoderSlot::Busy(h) = std::mem::replace(self, DecoderSlot::Gone) {
+            let _ = h.await;
+        }
+    }
+}
+
+/// Fetches one range and decodes it as it arrives ([`stream_range`]);
+/// returns the range's leaves and the bytes fetched. `reported` holds the
+/// bytes of this range already counted as fetched in the progress (by an
+/// earlier attempt), so that a range fetched again is not counted twice.
 async fn fetch_range_into<Src: Source, S: Sink>(
     source: &Src,
     target: Arc<RangeTarget<S>>,
     buffers: &Buffers,
     progress: &Option<ProgressFn>,
+    reported: &AtomicU64,
 ) -> Result<(Leaves, u64), TransferError> {
-    type Decoding = tokio::task::JoinHandle<Result<RangeDecoder, TransferError>>;
+    let mut slot = DecoderSlot::Idle(RangeDecoder::new(buffers.take()));
+    let streamed = stream_range(source, &target, &mut slot, progress, reported).await;
+    if streamed.is_err() {
+        slot.settle().await;
+    }
+    let fetched = streamed?;
+    let decoder = slot.take().await?;
+    Ok((decoder.finish(&target, buffers)?, fetched))
+}
+
+/// Reads a range and hands it to its decoder piece by piece: whenever
+/// [`DECODE_BATCH_BYTES`] have gathered, their whole chunk records (at most
+/// [`DECODE_BATCH_RAW_BYTES`] once decoded) go to a blocking thread that
+/// decodes them and writes their terms, while the next bytes are read; one
+/// piece per range is decoded at a time, in order. Returns the bytes fetched.
+async fn stream_range<Src: Source, S: Sink>(
+    source: &Src,
+    target: &Arc<RangeTarget<S>>,
+    slot: &mut DecoderSlot,
+    progress: &Option<ProgressFn>,
+    reported: &AtomicU64,
+) -> Result<u64, TransferError> {
     let job = &target.job;
+    let expected = job.chunks.len() as usize;
     let mut body = source
         .fetch(&job.url, job.bytes.start, job.bytes.end)
         .await?;
     let mut pending = BytesMut::new();
-    let mut idle = Some(RangeDecoder::new(buffers.take()));
-    let mut decoding: Option<Decoding> = None;
     let (mut fetched, mut records) = (0u64, 0usize);
     loop {
         let piece = body.next_piece().await?;
         let done = piece.is_none();
         if let Some(piece) = piece {
             fetched += piece.len() as u64;
-            report(
-                progress,
-                Progress::Fetched {
-                    bytes: piece.len() as u64,
-                },
-            );
+            let before = reported.fetch_max(fetched, Ordering::Relaxed);
+            if fetched > before {
+                report(
+                    progress,
+                    Progress::Fetched {
+                        bytes: fetched - before,
+                    },
+                );
+            }
             pending.extend_from_slice(&piece);
         }
-        // At the end everything left is handed on: an incomplete record fails to decode.
-        let cut = if done {
-            pending.len()
-        } else if pending.len() >= DECODE_BATCH_BYTES {
-            let (cut, n) =
-                complete_records_len(&pending, records).map_err(|e| target.decode_error(e))?;
+        while pending.len() >= DECODE_BATCH_BYTES || (done && !pending.is_empty()) {
+            let (mut cut, n) = complete_records_len(&pending, records, DECODE_BATCH_RAW_BYTES)
+                .map_err(|e| target.decode_error(e))?;
+            if cut == 0 {
+                if !done {
+                    break;
+                }
+                // An incomplete record at the end: handed on, it fails to decode.
+                cut = pending.len();
+            }
             records += n;
-            cut
-        } else {
-            continue;
-        };
-        if cut > 0 {
+            if records > expected {
+                return Err(target.chunk_count_error(&format!("more than {expected}")));
+            }
             let batch = pending.split_to(cut).freeze();
-            let mut decoder = match (idle.take(), decoding.take()) {
-                (Some(d), _) => d,
-                (None, Some(h)) => h.await??,
-                (None, None) => unreachable!("a decoder is idle or decoding"),
-            };
+            let mut decoder = slot.take().await?;
             let target = target.clone();
-            decoding = Some(tokio::task::spawn_blocking(move || {
+            *slot = DecoderSlot::Busy(tokio::task::spawn_blocking(move || {
                 decoder.feed(&target, &batch)?;
                 Ok(decoder)
             }));
         }
         if done {
-            break;
+            return Ok(fetched);
         }
     }
-    let decoder = match (idle, decoding) {
-        (Some(d), _) => d,
-        (None, Some(h)) => h.await??,
-        (None, None) => unreachable!("a decoder is idle or decoding"),
-    };
-    Ok((decoder.finish(&target, buffers)?, fetched))
 }
 
 /// How one range of a pass ended.
@@ -658,6 +711,7 @@ async fn download_into<Src: Source, S: Sink>(
         .map_err(|e| TransferError::io(&out_path, e))?;
 
     let buffers = Buffers::default();
+    let reported: Vec<AtomicU64> = jobs.iter().map(|_| AtomicU64::new(0)).collect();
     let mut job_leaves: Vec<Option<Leaves>> = vec![None; jobs.len()];
     let mut pending: Vec<usize> = (0..jobs.len()).collect();
     let mut fetched = 0u64;
@@ -666,7 +720,7 @@ async fn download_into<Src: Source, S: Sink>(
         let expired = AtomicBool::new(false);
         let mut retry = Vec::new();
         {
-            let (jobs, expired, buffers) = (&jobs, &expired, &buffers);
+            let (jobs, expired, buffers, reported) = (&jobs, &expired, &buffers, &reported);
             let (placements, sink, out_path) = (&placements, &sink, &out_path);
             let mut results = futures::stream::iter(pending.iter().copied())
                 .map(|j| async move {
@@ -681,7 +735,9 @@ async fn download_into<Src: Source, S: Sink>(
                         sink: sink.clone(),
                         out_path: out_path.clone(),
                     });
-                    match fetch_range_into(source, target, buffers, &opts.progress).await {
+                    let fetched =
+                        fetch_range_into(source, target, buffers, &opts.progress, &reported[j]);
+                    match fetched.await {
                         Ok((leaves, n)) => (j, Outcome::Written(leaves, n)),
                         Err(e) => {
                             if !renewed && is_expired_url(&e) {
@@ -906,16 +962,34 @@ mod tests {
     }
 
     /// A range body in memory, handed out in pieces of 7 001 bytes (so that
-    /// chunk records straddle pieces).
-    struct MockBody(Bytes);
+    /// chunk records straddle pieces); with `cut_after`, the answer fails
+    /// with a 403 (a URL that expired on a reconnection) once that many bytes
+    /// were handed out.
+    struct MockBody {
+        rest: Bytes,
+        sent: usize,
+        cut_after: Option<usize>,
+    }
+
+    fn forbidden(url: &str) -> TransferError {
+        TransferError::Xet(crate::xet::XetError::Status {
+            status: StatusCode::FORBIDDEN,
+            url: url.into(),
+            detail: Default::default(),
+        })
+    }
 
     impl Pieces for MockBody {
         async fn next_piece(&mut self) -> Result<Option<Bytes>, TransferError> {
-            if self.0.is_empty() {
+            if self.cut_after.is_some_and(|c| self.sent >= c) {
+                return Err(forbidden("cut"));
+            }
+            if self.rest.is_empty() {
                 return Ok(None);
             }
-            let n = self.0.len().min(7_001);
-            Ok(Some(self.0.split_to(n)))
+            let n = self.rest.len().min(7_001);
+            self.sent += n;
+            Ok(Some(self.rest.split_to(n)))
         }
     }
 
@@ -933,18 +1007,17 @@ mod tests {
 
         async fn fetch(&self, url: &str, start: u64, end: u64) -> Result<MockBody, TransferError> {
             if url.starts_with("expired/") {
-                return Err(TransferError::Xet(crate::xet::XetError::Status {
-                    status: StatusCode::FORBIDDEN,
-                    url: url.into(),
-                    detail: Default::default(),
-                }));
+                return Err(forbidden(url));
             }
             let n: usize = url.rsplit('/').next().unwrap().parse().unwrap();
             let delay = (self.bodies.len() - n) as u64 * 3;
             tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
-            Ok(MockBody(Bytes::copy_from_slice(
-                &self.bodies[n][start as usize..=end as usize],
-            )))
+            let rest = Bytes::copy_from_slice(&self.bodies[n][start as usize..=end as usize]);
+            Ok(MockBody {
+                cut_after: url.starts_with("cut/").then_some(rest.len() / 2),
+                rest,
+                sent: 0,
+            })
         }
     }
 
@@ -1104,6 +1177,39 @@ mod tests {
         let err = to_memory(&mock, &file, None, 8).await.unwrap_err();
         assert!(is_expired_url(&err), "{err}");
         assert_eq!(mock.recon_calls.load(Ordering::SeqCst), 2);
+
+        // A URL that expires half-way through its range (on a reconnection):
+        // the range is fetched again from fresh URLs, written whole, and its
+        // bytes are counted once in the progress.
+        let (data, file, mut mock) = many_terms(&ORDER, "http://fetch");
+        let fresh = mock.recons[0].clone();
+        let mut stale = fresh.clone();
+        for f in stale.xorbs.values_mut().flatten() {
+            if f.url.ends_with("/2") {
+                f.url = "cut/2".into();
+            }
+        }
+        mock.recons = vec![stale, fresh];
+        let fetched = Arc::new(AtomicU64::new(0));
+        let counter = fetched.clone();
+        let progress: ProgressFn = Arc::new(move |p: &Progress| {
+            if let Progress::Fetched { bytes } = p {
+                counter.fetch_add(*bytes, Ordering::SeqCst);
+            }
+        });
+        let out = Arc::new(Memory::default());
+        let opts = DownloadOptions {
+            progress: Some(progress),
+            ..opts(8)
+        };
+        let report = download_into(&mock, &file, None, &opts, out.clone(), "<memory>".into())
+            .await
+            .unwrap();
+        assert!(out.into_inner() == data);
+        assert!(report.verified);
+        assert_eq!(mock.recon_calls.load(Ordering::SeqCst), 2);
+        let total: usize = mock.bodies.iter().map(Vec::len).sum();
+        assert_eq!(fetched.load(Ordering::SeqCst), total as u64);
     }
 
     #[test]

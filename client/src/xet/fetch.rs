@@ -3,7 +3,9 @@
 //! A range is read as a stream ([`RangeBody`]) so that a download can decode
 //! it as it arrives, whatever size the server makes its ranges. A connection
 //! that fails part-way is reopened at the first byte not yet delivered, so
-//! the bytes already handed on are never fetched again.
+//! the bytes already handed on are not asked for again (a server that
+//! ignores `Range` and answers the whole object sends them again; they are
+//! skipped).
 
 use bytes::{Bytes, BytesMut};
 use reqwest::header::{CONTENT_RANGE, HeaderValue, RANGE};
@@ -13,6 +15,9 @@ use super::client::check_status;
 use super::error::XetError;
 use super::range::ByteRange;
 use crate::retry::RetryPolicy;
+
+/// Most bytes [`Fetcher::fetch_range`] reserves before any arrive.
+const PREALLOCATE_MAX: u64 = 16 << 20;
 
 /// Reads byte ranges of fetch URLs with retries; cheap to clone (clones share connections).
 #[derive(Clone, Debug)]
@@ -31,7 +36,9 @@ impl Fetcher {
     /// of a fetch URL into one buffer ([`open_range`](Self::open_range), read to the end).
     pub async fn fetch_range(&self, url: &str, start: u64, end: u64) -> Result<Bytes, XetError> {
         let mut body = self.open_range(url, start, end).await?;
-        let mut out = BytesMut::with_capacity(usize::try_from(body.remaining()).unwrap_or(0));
+        // Grown as bytes arrive beyond this: a range is no promise of an answer.
+        let reserve = body.remaining().min(PREALLOCATE_MAX);
+        let mut out = BytesMut::with_capacity(usize::try_from(reserve).unwrap_or(0));
         while let Some(piece) = body.next_bytes().await? {
             out.extend_from_slice(&piece);
         }
@@ -42,9 +49,9 @@ impl Fetcher {
     /// single-range request without credentials, retried until it is answered.
     /// A 206 must start at `start`; a 200 (the whole object) is cut to the range.
     pub async fn open_range(&self, url: &str, start: u64, end: u64) -> Result<RangeBody, XetError> {
-        if end < start {
+        if end < start || end == u64::MAX {
             return Err(XetError::Config(format!(
-                "fetch range {start}-{end} is inverted"
+                "fetch range {start}-{end} is inverted or past any object's end"
             )));
         }
         let mut body = RangeBody {
@@ -73,7 +80,9 @@ struct Open {
 /// An open ranged read ([`Fetcher::open_range`]): yields exactly the bytes of
 /// the range, in order. When the connection fails or ends early part-way, the
 /// rest of the range is asked for again (bounded by the fetcher's retry
-/// policy), so the caller sees one unbroken run of bytes or an error.
+/// policy), so the caller sees one unbroken run of bytes or an error. A 206
+/// whose bytes run past the range's end with its last wanted ones is an
+/// error; once the range is complete the rest of an answer is not read.
 #[derive(Debug)]
 pub struct RangeBody {
     fetcher: Fetcher,
@@ -336,7 +345,10 @@ mod tests {
         .await;
         let err = fetcher().fetch_range(&url, 0, 99_999).await.unwrap_err();
         assert!(
-            matches!(err, XetError::Transport { .. } | XetError::Incomplete { .. }),
+            matches!(
+                err,
+                XetError::Transport { .. } | XetError::Incomplete { .. }
+            ),
             "{err}"
         );
         // The policy's three attempts, each resumed where the last stopped.
@@ -379,6 +391,10 @@ mod tests {
         assert!(matches!(err, XetError::Protocol { .. }), "{err}");
         assert!(matches!(
             fetcher().open_range(&url, 5, 4).await,
+            Err(XetError::Config(_))
+        ));
+        assert!(matches!(
+            fetcher().open_range(&url, 5, u64::MAX).await,
             Err(XetError::Config(_))
         ));
     }

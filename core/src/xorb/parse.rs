@@ -310,17 +310,27 @@ pub fn decode_range_body(body: &[u8], out: &mut Vec<u8>) -> Result<Vec<usize>> {
 
 /// The longest prefix of `bytes` made of whole chunk records, as `(bytes,
 /// records)`, for decoding a range body as it streams in: that prefix can be
-/// decoded now, the rest waits for more bytes. Each header in the prefix is
-/// checked (chunk `first_index` is the first, for messages); an incomplete
-/// record at the end is not an error here, only the end of the prefix.
-pub fn complete_records_len(bytes: &[u8], first_index: usize) -> Result<(usize, usize)> {
-    let mut pos = 0;
-    let mut index = first_index;
+/// decoded now, the rest waits for more bytes. The prefix stops before a
+/// record that would take its chunks' uncompressed bytes past `max_raw`
+/// (though it always holds the first whole record), so that what one call
+/// hands on decodes to a bounded size however well it compressed. Each
+/// header in the prefix is checked (chunk `first_index` is the first, for
+/// messages); an incomplete record at the end is not an error here, only
+/// the end of the prefix.
+pub fn complete_records_len(
+    bytes: &[u8],
+    first_index: usize,
+    max_raw: usize,
+) -> Result<(usize, usize)> {
+    let (mut pos, mut index, mut raw) = (0, first_index, 0usize);
     while let Some(head) = bytes[pos..].first_chunk::<CHUNK_HEADER_LEN>() {
         let header = ChunkHeader::parse(head, index)?;
-        if bytes.len() - pos < header.record_len() {
+        if bytes.len() - pos < header.record_len()
+            || (index > first_index && raw + header.uncompressed_len() > max_raw)
+        {
             break;
         }
+        raw += header.uncompressed_len();
         pos += header.record_len();
         index += 1;
     }

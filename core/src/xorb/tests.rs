@@ -463,7 +463,7 @@ fn complete_records_prefix_of_a_streaming_body() {
         let whole = ends.iter().filter(|&&e| e <= cut).count();
         let want = if whole == 0 { 0 } else { ends[whole - 1] };
         assert_eq!(
-            complete_records_len(&x.bytes[..cut], 0),
+            complete_records_len(&x.bytes[..cut], 0, usize::MAX),
             Ok((want, whole)),
             "cut {cut}"
         );
@@ -472,7 +472,7 @@ fn complete_records_prefix_of_a_streaming_body() {
     let mut out = Vec::new();
     let (mut pos, mut index) = (0, 0);
     for cut in (0..=x.bytes.len()).step_by(7_001).chain([x.bytes.len()]) {
-        let (n, records) = complete_records_len(&x.bytes[pos..cut], index).unwrap();
+        let (n, records) = complete_records_len(&x.bytes[pos..cut], index, 200_000).unwrap();
         if n > 0 {
             let bounds = decode_range_body(&x.bytes[pos..pos + n], &mut out).unwrap();
             assert_eq!(bounds.len() - 1, records);
@@ -482,10 +482,19 @@ fn complete_records_prefix_of_a_streaming_body() {
     }
     assert_eq!((pos, index), (x.bytes.len(), chunks.len()));
     assert_eq!(out, chunks.concat());
+    // The raw budget: as many records as fit in it, and always the first.
+    let raw2 = x.chunks[0].uncompressed_len + x.chunks[1].uncompressed_len;
+    assert_eq!(complete_records_len(&x.bytes, 0, raw2), Ok((ends[1], 2)));
+    assert_eq!(
+        complete_records_len(&x.bytes, 0, raw2 - 1),
+        Ok((ends[0], 1))
+    );
+    assert_eq!(complete_records_len(&x.bytes, 0, 0), Ok((ends[0], 1)));
     // A bad header is an error, named by its index in the whole body.
     let mut bad = x.bytes.clone();
     bad[x.chunks[2].serialized_offset] = 9;
-    let err = complete_records_len(&bad[x.chunks[1].serialized_offset..], 1).unwrap_err();
+    let err =
+        complete_records_len(&bad[x.chunks[1].serialized_offset..], 1, usize::MAX).unwrap_err();
     assert_eq!(err.code(), "malformed_xorb");
     assert!(err.to_string().contains("chunk 2"), "{err}");
 }
