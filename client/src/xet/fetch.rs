@@ -81,8 +81,9 @@ struct Open {
 /// the range, in order. When the connection fails or ends early part-way, the
 /// rest of the range is asked for again (bounded by the fetcher's retry
 /// policy), so the caller sees one unbroken run of bytes or an error. A 206
-/// whose bytes run past the range's end with its last wanted ones is an
-/// error; once the range is complete the rest of an answer is not read.
+/// longer than the range is an error (by its `Content-Length`, or by its
+/// bytes when it has none); once the range is complete the rest of a whole
+/// object is not read.
 #[derive(Debug)]
 pub struct RangeBody {
     fetcher: Fetcher,
@@ -105,7 +106,8 @@ impl RangeBody {
     /// The next piece of the range; `None` once all of it was delivered.
     pub async fn next_bytes(&mut self) -> Result<Option<Bytes>, XetError> {
         loop {
-            if self.remaining() == 0 {
+            let left = self.remaining();
+            if left == 0 {
                 // Dropping the answer stops reading a whole object at the range's end.
                 self.open = None;
                 return Ok(None);
@@ -124,7 +126,6 @@ impl RangeBody {
                     if piece.is_empty() {
                         continue;
                     }
-                    let left = (self.end + 1).saturating_sub(self.next);
                     if piece.len() as u64 > left {
                         if open.partial {
                             return Err(XetError::protocol(
@@ -179,7 +180,7 @@ impl RangeBody {
                         .await
                         .map_err(|e| XetError::transport(url, e))?;
                     let resp = check_status(url, resp).await?;
-                    Ok(check_answer(url, resp, start)?)
+                    Ok(check_answer(url, resp, start, end)?)
                 }
             })
             .await?;
@@ -188,12 +189,22 @@ impl RangeBody {
     }
 }
 
-/// Checks a success answer to a request for bytes from `start`: a 206 must
-/// start there (its `Content-Range`, if present, says so); a 200 is the
-/// whole object, whose first `start` bytes are to be skipped.
-fn check_answer(url: &str, resp: Response, start: u64) -> Result<Open, XetError> {
+/// Checks a success answer to a request for bytes `start..=end`: a 206 must
+/// be that range (its `Content-Range` and `Content-Length`, when present,
+/// say so); a 200 is the whole object, whose first `start` bytes are to be
+/// skipped.
+fn check_answer(url: &str, resp: Response, start: u64, end: u64) -> Result<Open, XetError> {
     let status = resp.status();
     if status == StatusCode::PARTIAL_CONTENT {
+        let want = end - start + 1;
+        if let Some(len) = resp.content_length()
+            && len != want
+        {
+            return Err(XetError::protocol(
+                url,
+                format!("asked for {want} bytes from {start}, got a 206 of {len} bytes"),
+            ));
+        }
         if let Some(cr) = resp
             .headers()
             .get(CONTENT_RANGE)
@@ -383,6 +394,7 @@ mod tests {
         let (url, _) = serve(|_, first, last, object| partial(first, last + 5, object)).await;
         let err = fetcher().fetch_range(&url, 10, 20).await.unwrap_err();
         assert!(matches!(err, XetError::Protocol { .. }), "{err}");
+        assert!(err.to_string().contains("a 206 of 16 bytes"), "{err}");
         // Neither 206 nor 200.
         let (url, _) =
             serve(|_, _, _, _| b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n".to_vec())
