@@ -295,27 +295,38 @@ async fn grpc_refuses_bad_input_with_stable_codes_and_keeps_nothing() {
         empty.metadata().get("x-cas-error-code").unwrap(),
         "empty_upload"
     );
-    // A xorb stream over the size limit is cut off without being stored.
+    // A xorb stream over the size limit is cut off without being stored (it
+    // starts like a footer, whose bytes are only looked at once all are in),
+    // and one announcing more than the limit is refused before its bytes are read.
+    let mut first = vec![0u8; 1 << 20];
+    first[..7].copy_from_slice(b"XETBLOB");
     let part = Bytes::from(vec![0u8; 1 << 20]);
-    let parts: Vec<UploadXorbRequest> = (0..70)
-        .map(|i| UploadXorbRequest {
-            hash: if i == 0 {
-                Bytes::from_static(&[6; 32])
-            } else {
-                Bytes::new()
-            },
-            data: part.clone(),
-        })
-        .collect();
-    let big = stub
-        .upload_xorb(authed(futures::stream::iter(parts), &node.token))
-        .await
-        .unwrap_err();
-    assert_eq!(big.code(), Code::ResourceExhausted);
-    assert_eq!(
-        big.metadata().get("x-cas-error-code").unwrap(),
-        "body_too_large"
-    );
+    for (size, parts) in [(0, 70), (70 << 20, 1)] {
+        let parts: Vec<UploadXorbRequest> = (0..parts)
+            .map(|i| UploadXorbRequest {
+                hash: if i == 0 {
+                    Bytes::from_static(&[6; 32])
+                } else {
+                    Bytes::new()
+                },
+                data: if i == 0 {
+                    Bytes::from(first.clone())
+                } else {
+                    part.clone()
+                },
+                size: if i == 0 { size } else { 0 },
+            })
+            .collect();
+        let big = stub
+            .upload_xorb(authed(futures::stream::iter(parts), &node.token))
+            .await
+            .unwrap_err();
+        assert_eq!(big.code(), Code::ResourceExhausted);
+        assert_eq!(
+            big.metadata().get("x-cas-error-code").unwrap(),
+            "body_too_large"
+        );
+    }
     let shard_parts = vec![RegisterFilesRequest {
         data: Bytes::from_static(b"HFRepoMetaData\0but not really"),
     }];
@@ -337,6 +348,33 @@ async fn grpc_refuses_bad_input_with_stable_codes_and_keeps_nothing() {
         before,
         "refused input left objects behind"
     );
+
+    // A valid xorb of 30 MB streamed in 1 MiB messages without announcing its
+    // size: stored once all of it checked out.
+    let data = random_bytes(30_000_000, 8);
+    let mut session = UploadSession::new();
+    session.add_file(&data, &chunk_and_hash(&data)).unwrap();
+    let big = session.finish().unwrap().xorbs.remove(0);
+    let parts: Vec<UploadXorbRequest> = big
+        .bytes
+        .chunks(1 << 20)
+        .enumerate()
+        .map(|(i, piece)| UploadXorbRequest {
+            hash: if i == 0 {
+                Bytes::copy_from_slice(&big.hash.0)
+            } else {
+                Bytes::new()
+            },
+            data: Bytes::copy_from_slice(piece),
+            size: 0,
+        })
+        .collect();
+    let stored = stub
+        .upload_xorb(authed(futures::stream::iter(parts), &node.token))
+        .await
+        .expect("streamed upload");
+    assert!(stored.into_inner().inserted);
+    assert_eq!(write.has_xorbs(&[big.hash]).await.unwrap(), vec![true]);
 }
 
 /// A transport whose first reconstruction is handed out only after its fetch URLs expired.

@@ -12,6 +12,7 @@ use std::process::Command;
 use cas_client::transfer::{DownloadOptions, UploadOptions, download_bytes, upload_paths};
 use cas_client::xet::XetClient;
 use cas_core::hash::MerkleHash;
+use cas_core::shard::parse_shard;
 use rand::{Rng, SeedableRng};
 use support::{DemoNode, ExternalS3};
 
@@ -206,4 +207,60 @@ async fn hf_xet_second_upload_of_an_edited_file_is_deduplicated() {
         .await
         .unwrap();
     assert!(got == original);
+}
+
+/// The SHA-256 each file of the shards stored since `before` was registered with.
+fn registered_sha256(
+    node: &DemoNode,
+    before: &std::collections::BTreeSet<String>,
+) -> Vec<(MerkleHash, Option<[u8; 32]>)> {
+    let mut out = Vec::new();
+    for path in node.s3_objects().difference(before) {
+        if !path.contains("shards/") {
+            continue;
+        }
+        let bytes = std::fs::read(node.s3_root().join(path)).expect("stored shard");
+        let parsed = parse_shard(&bytes).expect("stored shard parses");
+        out.extend(parsed.shard.files.iter().map(|f| (f.file_hash, f.sha256)));
+    }
+    out
+}
+
+/// `cas upload` with `sha256` (the CLI's `--sha256`) registers a file with the
+/// same SHA-256 as hf_xet does, through the live node; without it, none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cas_registers_the_sha256_hf_xet_registers() {
+    let node = DemoNode::start();
+    let dir = tempfile::tempdir().unwrap();
+    let client = XetClient::new(&node.endpoint, Some(&node.token)).unwrap();
+    let data = random_bytes(3_000_000, 30);
+    let mut registered = Vec::new();
+    for (name, who) in [
+        ("hf.bin", "hf_xet"),
+        ("cas.bin", "cas --sha256"),
+        ("plain.bin", "cas"),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, &data).unwrap();
+        let before = node.s3_objects();
+        if who == "hf_xet" {
+            hf_upload(&node, std::slice::from_ref(&path));
+        } else {
+            let opts = UploadOptions {
+                sha256: who == "cas --sha256",
+                ..UploadOptions::default()
+            };
+            upload_paths(&client, std::slice::from_ref(&path), &opts)
+                .await
+                .unwrap();
+        }
+        let files = registered_sha256(&node, &before);
+        assert_eq!(files.len(), 1, "{who}: {files:?}");
+        registered.push(files[0]);
+    }
+    let (hf, with, without) = (registered[0], registered[1], registered[2]);
+    assert_eq!(hf.0, with.0, "the same file hash");
+    assert!(hf.1.is_some(), "hf_xet registers a SHA-256");
+    assert_eq!(with.1, hf.1, "cas --sha256 registers hf_xet's SHA-256");
+    assert_eq!(without, (hf.0, None));
 }

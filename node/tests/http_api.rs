@@ -227,6 +227,63 @@ async fn oversized_upload_status(endpoint: &str, path: &str, token: &str, len: u
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
+/// Sends a xorb upload by hand: chunked (no Content-Length) in 1 MiB chunks,
+/// or with a Content-Length and cut off (the connection closed) after
+/// `cut_at` bytes. Returns the whole answer, or `None` when cut off.
+async fn raw_xorb_upload(
+    endpoint: &str,
+    hash: &MerkleHash,
+    token: &str,
+    body: &[u8],
+    cut_at: Option<usize>,
+) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = endpoint.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let path = format!("/v1/xorbs/default/{hash}");
+    let framing = match cut_at {
+        None => "Transfer-Encoding: chunked".to_owned(),
+        Some(_) => format!("Content-Length: {}", body.len()),
+    };
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n{framing}\r\nConnection: close\r\n\r\n"
+    );
+    conn.write_all(head.as_bytes()).await.expect("send headers");
+    if let Some(cut) = cut_at {
+        conn.write_all(&body[..cut]).await.expect("send");
+        conn.flush().await.expect("flush");
+        return None;
+    }
+    for piece in body.chunks(1 << 20) {
+        conn.write_all(format!("{:x}\r\n", piece.len()).as_bytes())
+            .await
+            .expect("send");
+        conn.write_all(piece).await.expect("send");
+        conn.write_all(b"\r\n").await.expect("send");
+    }
+    conn.write_all(b"0\r\n\r\n").await.expect("send");
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        conn.read_to_end(&mut answer),
+    )
+    .await
+    .expect("answer within 60 s")
+    .expect("read");
+    Some(String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// The stored object of xorb `hash` in the embedded S3 root.
+fn stored_xorb(node: &DemoNode, hash: &MerkleHash) -> Vec<u8> {
+    let hex = hash.to_hex();
+    let path = node
+        .s3_objects()
+        .into_iter()
+        .find(|p| p.ends_with(&format!("xorbs/default/{hex}")))
+        .expect("the xorb is stored");
+    std::fs::read(node.s3_root().join(path)).expect("read stored xorb")
+}
+
 fn plan_for(files: &[&[u8]], answers: &[Vec<u8>]) -> (UploadPlan, Vec<MerkleHash>) {
     let mut session = UploadSession::new();
     for a in answers {
@@ -472,6 +529,70 @@ async fn dedup_query_finds_stored_chunks_under_both_prefixes() {
     assert_eq!(api.download(&hashes2[0], None).await.ok().unwrap(), edited);
 }
 
+/// Xorbs streamed in (chunked, without a length) are stored exactly as checked:
+/// the records and the footer they came with (its reserved bytes kept), or a
+/// fresh footer; one whose client goes away half-way leaves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_xorb_uploads_store_what_was_checked() {
+    let node = DemoNode::start();
+    let api = Api::new(&node);
+    // Three xorbs of about 30 MB, each a file of its own.
+    let x: Vec<_> = (0..3)
+        .map(|i| {
+            let (plan, _) = plan_for(&[&random_bytes(30_000_000, 40 + i)], &[]);
+            assert_eq!(plan.xorbs.len(), 1);
+            plan.xorbs[0].clone()
+        })
+        .collect();
+
+    // With its own footer, carrying a nonce in the reserved bytes.
+    let mut footer = x[0].footer();
+    footer.set_nonce([9, 8, 7, 6]);
+    let with_footer = [x[0].bytes.clone(), footer.to_bytes()].concat();
+    let answer = raw_xorb_upload(&node.endpoint, &x[0].hash, &node.token, &with_footer, None)
+        .await
+        .expect("answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""was_inserted":true"#), "{answer}");
+    assert!(stored_xorb(&node, &x[0].hash) == with_footer);
+    // Without a footer: the node appends one.
+    let answer = raw_xorb_upload(&node.endpoint, &x[1].hash, &node.token, &x[1].bytes, None)
+        .await
+        .expect("answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(stored_xorb(&node, &x[1].hash) == x[1].to_bytes_with_footer());
+    for xorb in [&x[0], &x[1]] {
+        let head = api.head(&format!("/v1/xorbs/default/{}", xorb.hash)).await;
+        assert_eq!(head.status, 200);
+    }
+
+    // Cut off two thirds in: parts went to S3, the upload is aborted.
+    let before = node.s3_objects();
+    let cut = x[2].bytes.len() * 2 / 3;
+    assert!(
+        raw_xorb_upload(
+            &node.endpoint,
+            &x[2].hash,
+            &node.token,
+            &x[2].bytes,
+            Some(cut)
+        )
+        .await
+        .is_none()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while node.s3_objects() != before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left behind: {:?}",
+            node.s3_objects().difference(&before).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let head = api.head(&format!("/v1/xorbs/default/{}", x[2].hash)).await;
+    assert_eq!(head.status, 404);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_input_gets_its_status_and_leaves_nothing() {
     let node = DemoNode::start();
@@ -534,6 +655,39 @@ async fn refused_input_gets_its_status_and_leaves_nothing() {
             String::from_utf8_lossy(&r.body)
         );
     }
+    // A large xorb is checked as it streams in and its checked parts are sent
+    // to S3 meanwhile: refused late (wrong name, a bad record three quarters
+    // in, cut short), its multipart upload is aborted and leaves nothing.
+    let big_data = random_bytes(30_000_000, 5);
+    let (big_plan, _) = plan_for(&[&big_data], &[]);
+    let big = &big_plan.xorbs[0];
+    assert_eq!(big_plan.xorbs.len(), 1);
+    let late = big
+        .chunks
+        .iter()
+        .find(|c| c.serialized_offset > big.bytes.len() * 3 / 4)
+        .expect("a chunk three quarters in");
+    let mut bad_record = big.bytes.clone();
+    bad_record[late.serialized_offset] = 1;
+    let big_cases = [
+        (other, big.bytes.clone(), "xorb_hash_mismatch"),
+        (big.hash, bad_record, "malformed_xorb"),
+        (
+            big.hash,
+            big.bytes[..big.bytes.len() - 1].to_vec(),
+            "malformed_xorb",
+        ),
+    ];
+    for (name, body, code) in big_cases {
+        let r = api.post(&format!("/v1/xorbs/default/{name}"), body).await;
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (400, code),
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    assert_eq!(node.s3_objects(), before, "refused xorbs left S3 state");
     assert_eq!(
         api.head(&format!("/v1/xorbs/default/{}", x.hash))
             .await

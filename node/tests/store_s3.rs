@@ -282,19 +282,7 @@ async fn multipart_upload(b: &Backend) {
         .expect("range");
     assert_eq!(got, body.slice(8 * MIB - 10..8 * MIB + 10));
     // It really went through a multipart upload: S3's multipart ETag ends in `-<parts>`.
-    let head = b
-        .raw_client()
-        .head_object()
-        .bucket(&b.settings.bucket)
-        .key(b.store.full_key(&key))
-        .send()
-        .await
-        .expect("raw head");
-    let e_tag = head
-        .e_tag()
-        .unwrap_or_default()
-        .trim_matches('"')
-        .to_owned();
+    let e_tag = raw_e_tag(b, &key).await;
     assert!(e_tag.ends_with("-5"), "ETag {e_tag:?} is not a 5-part ETag");
     // Re-putting a multipart object is as harmless as a single put.
     b.store
@@ -344,6 +332,90 @@ async fn segmented_bodies(b: &Backend) {
     if let Some(local) = &b.local {
         assert_no_pending_uploads(local.root(), Duration::ZERO).await;
     }
+}
+
+/// The ETag S3 gives the object under `key`, without quotes (a multipart
+/// upload's ends in `-<parts>`).
+async fn raw_e_tag(b: &Backend, key: &str) -> String {
+    let head = b
+        .raw_client()
+        .head_object()
+        .bucket(&b.settings.bucket)
+        .key(b.store.full_key(key))
+        .send()
+        .await
+        .expect("raw head");
+    head.e_tag()
+        .unwrap_or_default()
+        .trim_matches('"')
+        .to_owned()
+}
+
+/// An object written piece by piece: a single PUT while small, a multipart
+/// upload (from the first part when the size hint says so) otherwise;
+/// nothing visible before `finish`, nothing left after `abort`.
+async fn streamed_writes(b: &Backend) {
+    let body = random_bytes(21 * MIB + 5);
+    // (size hint, bytes, parts expected; 0 = a single PUT)
+    let cases = [
+        (None, 21 * MIB + 5, 3),
+        (Some(21 * MIB as u64 + 5), 21 * MIB + 5, 3),
+        (None, 3 * MIB, 0),
+        (None, 16 * MIB, 0),
+        (Some(1000), 16 * MIB + 1, 3),
+    ];
+    for (hint, len, parts) in cases {
+        let key = xorb_key(&random_hash());
+        let mut writer = b.store.writer(&key, hint).expect("writer");
+        let mut at = 0;
+        for (i, piece) in [1, 777_777, 3 * MIB, 100].iter().cycle().enumerate() {
+            if at >= len {
+                break;
+            }
+            let end = len.min(at + piece);
+            writer.write(body.slice(at..end)).await.expect("write");
+            at = end;
+            if i == 8 {
+                assert!(
+                    !b.store.exists(&key).await.expect("exists"),
+                    "visible early"
+                );
+            }
+        }
+        assert_eq!(writer.written(), len as u64);
+        assert!(
+            !b.store.exists(&key).await.expect("exists"),
+            "visible early"
+        );
+        assert_eq!(writer.finish().await.expect("finish"), len as u64);
+        let got = b.store.get_object(&key).await.expect("get");
+        assert!(got == body.slice(..len), "{len} bytes read back differ");
+        let e_tag = raw_e_tag(b, &key).await;
+        if parts == 0 {
+            assert!(!e_tag.contains('-'), "{len} bytes: ETag {e_tag:?}");
+        } else {
+            assert!(
+                e_tag.ends_with(&format!("-{parts}")),
+                "{len} bytes: ETag {e_tag:?}"
+            );
+        }
+    }
+    // Given up after parts went out: nothing under the key, no upload left.
+    let key = xorb_key(&random_hash());
+    let mut writer = b.store.writer(&key, None).expect("writer");
+    for i in 0..20 {
+        writer
+            .write(body.slice(i * MIB..(i + 1) * MIB))
+            .await
+            .expect("write");
+    }
+    writer.abort().await;
+    assert!(!b.store.exists(&key).await.expect("exists"));
+    if let Some(local) = &b.local {
+        assert_no_pending_uploads(local.root(), Duration::ZERO).await;
+    }
+    let err = b.store.writer("../escape", None).expect_err("bad key");
+    assert_eq!(err.code(), "store_invalid_key");
 }
 
 async fn presigned_urls(b: &Backend) {
@@ -522,6 +594,7 @@ on_every_backend!(
     ranged_gets,
     multipart_upload,
     segmented_bodies,
+    streamed_writes,
     presigned_urls,
     wrong_credentials_are_permanent,
     invalid_keys_are_refused,
@@ -785,6 +858,23 @@ async fn dropped_multipart_upload_is_aborted() {
     assert!(!pending_uploads(local.root()).is_empty(), "upload started");
     drop(upload);
     // The abort is spawned on the runtime and goes through (it is not a part upload).
+    assert_no_pending_uploads(local.root(), Duration::from_secs(10)).await;
+    assert!(!backend.store.exists(&key).await.expect("exists"));
+    backend.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_writer_is_aborted() {
+    let backend = Backend::local().await;
+    let local = backend.local.as_ref().expect("local");
+    let key = xorb_key(&random_hash());
+    let mut writer = backend
+        .store
+        .writer(&key, Some(40 * MIB as u64))
+        .expect("writer");
+    writer.write(random_bytes(20 * MIB)).await.expect("write");
+    assert!(!pending_uploads(local.root()).is_empty(), "upload started");
+    drop(writer);
     assert_no_pending_uploads(local.root(), Duration::from_secs(10)).await;
     assert!(!backend.store.exists(&key).await.expect("exists"));
     backend.finish().await;

@@ -276,6 +276,7 @@ impl GrpcClient {
                     .map(|(i, data)| UploadXorbRequest {
                         hash: if i == 0 { name.clone() } else { Bytes::new() },
                         data,
+                        size: if i == 0 { bytes.len() as u64 } else { 0 },
                     })
                     .collect();
                 let req = self.request(futures::stream::iter(parts));

@@ -41,6 +41,8 @@ const FIXED_INFO_LEN: usize = START_LEN + 2 * SECTION_HEAD_LEN + END_LEN;
 /// Footer bytes per chunk: a hash and two u32 offsets.
 const PER_CHUNK_LEN: usize = 32 + 2 * 4;
 const TRAILER_LEN: usize = 4;
+/// The longest footer there can be: one describing [`MAX_XORB_CHUNKS`] chunks.
+pub const MAX_FOOTER_LEN: usize = FIXED_INFO_LEN + PER_CHUNK_LEN * MAX_XORB_CHUNKS + TRAILER_LEN;
 
 /// A parsed or computed storage footer (chunk hashes and boundaries of a xorb).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,7 +8,8 @@
 //!
 //! - [`XorbBuilder`] packs chunks into a [`SerializedXorb`] (client upload path);
 //! - [`parse_xorb`] and [`validate_xorb`] check an uploaded or stored xorb
-//!   completely (server write path), decoding each chunk into one reused buffer;
+//!   completely (server write path), decoding each chunk into one reused buffer,
+//!   and [`XorbValidator`] applies the same checks as an upload streams in;
 //! - [`ChunkDecoder`] and [`decode_range_body`] decode a *range body*, the run
 //!   of chunk records a ranged fetch returns (client download path), and
 //!   [`complete_records_len`] finds how much of one streaming in can be decoded;
@@ -31,17 +32,19 @@ mod builder;
 mod chunk_header;
 mod footer;
 mod parse;
+mod validate;
 
 #[cfg(test)]
 mod tests;
 
 pub use builder::{AddChunk, XorbBuilder};
 pub use chunk_header::{CHUNK_HEADER_LEN, CHUNK_HEADER_VERSION, ChunkHeader, is_footer_marker};
-pub use footer::{FOOTER_IDENT, XorbFooter};
+pub use footer::{FOOTER_IDENT, MAX_FOOTER_LEN, XorbFooter};
 pub use parse::{
-    ChunkDecoder, ChunkRecords, DecodedChunk, ParsedXorb, RawChunk, complete_records_len,
-    decode_chunk_records, decode_range_body, parse_xorb, parse_xorb_with, validate_xorb,
+    ChunkDecoder, ChunkRecords, DecodedChunk, RawChunk, complete_records_len, decode_chunk_records,
+    decode_range_body,
 };
+pub use validate::{ParsedXorb, XorbValidator, parse_xorb, parse_xorb_with, validate_xorb};
 
 /// Where one chunk sits in a xorb, both serialized and uncompressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

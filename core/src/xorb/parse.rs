@@ -1,26 +1,27 @@
-//! Walking, decoding and validating chunk records (server write path and
-//! client download path).
-
-use std::ops::Range;
+//! Walking and decoding chunk records (what the server's xorb checks and the
+//! client's downloads are built on).
 
 use crate::compression::{CompressionScheme, Decompressor};
-use crate::constants::{MAX_SERIALIZED_XORB_BYTES, MAX_XORB_BYTES, MAX_XORB_CHUNKS};
+use crate::constants::{MAX_XORB_BYTES, MAX_XORB_CHUNKS};
 use crate::error::{Error, Result};
-use crate::hash::{MerkleHash, chunk_hash};
-use crate::merkle::xorb_hash;
 
 use super::chunk_header::{CHUNK_HEADER_LEN, ChunkHeader, is_footer_marker};
-use super::footer::XorbFooter;
-use super::{ChunkInfo, chunk_byte_range};
+use super::footer::FOOTER_IDENT;
+
+// `partial` waits for a whole header before deciding between a record and a
+// footer: that is enough bytes to see the footer marker.
+const _: () = assert!(FOOTER_IDENT.len() <= CHUNK_HEADER_LEN);
 
 /// One chunk record, not decoded: its header and payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RawChunk<'a> {
-    /// Index of the chunk in the records walked.
+    /// Index of the chunk in the records walked (in the whole xorb, under
+    /// [`ChunkRecords::continuing`]).
     pub index: usize,
-    /// Offset of the header in the bytes walked.
+    /// Offset of the header in the bytes walked (always relative to those bytes).
     pub offset: usize,
-    /// Offset of the chunk's data in the uncompressed stream of the records walked.
+    /// Offset of the chunk's data in the uncompressed stream of the records
+    /// walked (of the whole xorb, under [`ChunkRecords::continuing`]).
     pub uncompressed_offset: usize,
     /// The checked header.
     pub header: ChunkHeader,
@@ -32,9 +33,10 @@ pub struct RawChunk<'a> {
 /// header and the xorb limits but not decoding payloads.
 ///
 /// Yields `Err` once for the first problem, then ends. Errors: a truncated
-/// header or payload, or a bad header, gives [`Error::MalformedXorb`] (or
-/// [`Error::UnknownCompression`]); more than [`MAX_XORB_CHUNKS`] chunks or
-/// [`MAX_XORB_BYTES`] raw bytes gives [`Error::XorbTooLarge`].
+/// header or payload (unless [`partial`](Self::partial)), or a bad header,
+/// gives [`Error::MalformedXorb`] (or [`Error::UnknownCompression`]); more
+/// than [`MAX_XORB_CHUNKS`] chunks or [`MAX_XORB_BYTES`] raw bytes gives
+/// [`Error::XorbTooLarge`].
 #[derive(Debug, Clone)]
 pub struct ChunkRecords<'a> {
     bytes: &'a [u8],
@@ -42,6 +44,7 @@ pub struct ChunkRecords<'a> {
     index: usize,
     raw_len: usize,
     allow_footer: bool,
+    partial: bool,
     footer_start: Option<usize>,
     done: bool,
 }
@@ -55,8 +58,31 @@ impl<'a> ChunkRecords<'a> {
             index: 0,
             raw_len: 0,
             allow_footer: false,
+            partial: false,
             footer_start: None,
             done: false,
+        }
+    }
+
+    /// Continues a walk begun on earlier bytes: the first record is chunk
+    /// `index` and `raw_len` raw bytes came before it (for the limits and
+    /// messages; offsets stay relative to the bytes given).
+    pub fn continuing(self, index: usize, raw_len: usize) -> Self {
+        ChunkRecords {
+            index,
+            raw_len,
+            ..self
+        }
+    }
+
+    /// For bytes still streaming in: an incomplete record at the end (or fewer
+    /// bytes than a header, which could still be a footer marker) ends the walk
+    /// without error, and [`position`](Self::position) is then where the whole
+    /// records end. The header of an incomplete record is still checked.
+    pub fn partial(self) -> Self {
+        ChunkRecords {
+            partial: true,
+            ..self
         }
     }
 
@@ -79,14 +105,14 @@ impl<'a> ChunkRecords<'a> {
         self.pos
     }
 
-    /// Raw bytes of the records walked so far.
+    /// Raw bytes of the records walked so far (from the start of the xorb).
     pub fn raw_len(&self) -> usize {
         self.raw_len
     }
 
     fn next_record(&mut self) -> Result<Option<RawChunk<'a>>> {
         let rest = &self.bytes[self.pos..];
-        if rest.is_empty() {
+        if rest.is_empty() || (self.partial && rest.len() < CHUNK_HEADER_LEN) {
             return Ok(None);
         }
         if self.allow_footer && is_footer_marker(rest) {
@@ -113,6 +139,9 @@ impl<'a> ChunkRecords<'a> {
             )));
         }
         let Some(payload) = rest.get(CHUNK_HEADER_LEN..header.record_len()) else {
+            if self.partial {
+                return Ok(None);
+            }
             return Err(Error::MalformedXorb(format!(
                 "chunk {}: payload truncated ({} bytes declared, {} left)",
                 self.index,
@@ -154,11 +183,11 @@ impl std::iter::FusedIterator for ChunkRecords<'_> {}
 /// One decoded chunk, borrowed from a [`ChunkDecoder`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodedChunk<'b> {
-    /// Index of the chunk in the records decoded.
+    /// Index of the chunk in the records decoded (see [`RawChunk::index`]).
     pub index: usize,
     /// Offset of its header in the bytes decoded.
     pub offset: usize,
-    /// Offset of its data in the uncompressed stream of the records decoded.
+    /// Offset of its data in the uncompressed stream (see [`RawChunk::uncompressed_offset`]).
     pub uncompressed_offset: usize,
     /// Its header.
     pub header: ChunkHeader,
@@ -197,7 +226,9 @@ impl<'a> ChunkDecoder<'a> {
         Self::from_records(ChunkRecords::with_footer(xorb))
     }
 
-    fn from_records(records: ChunkRecords<'a>) -> Self {
+    /// A decoder over a configured walk of records (see [`ChunkRecords::continuing`]
+    /// and [`ChunkRecords::partial`]).
+    pub fn from_records(records: ChunkRecords<'a>) -> Self {
         ChunkDecoder {
             records,
             decompressor: Decompressor::new(),
@@ -208,6 +239,11 @@ impl<'a> ChunkDecoder<'a> {
     /// Where the footer starts, once decoding reached it.
     pub fn footer_start(&self) -> Option<usize> {
         self.records.footer_start()
+    }
+
+    /// The walk of records underneath (position, index and raw length so far).
+    pub fn records(&self) -> &ChunkRecords<'a> {
+        &self.records
     }
 
     /// Decodes the next chunk; `None` at the end. After an error, returns `None`.
@@ -322,127 +358,18 @@ pub fn complete_records_len(
     first_index: usize,
     max_raw: usize,
 ) -> Result<(usize, usize)> {
-    let (mut pos, mut index, mut raw) = (0, first_index, 0usize);
-    while let Some(head) = bytes[pos..].first_chunk::<CHUNK_HEADER_LEN>() {
-        let header = ChunkHeader::parse(head, index)?;
-        if bytes.len() - pos < header.record_len()
-            || (index > first_index && raw + header.uncompressed_len() > max_raw)
-        {
+    let mut records = ChunkRecords::new(bytes)
+        .continuing(first_index, 0)
+        .partial();
+    let (mut end, mut raw, mut whole) = (0, 0usize, 0);
+    while let Some(record) = records.next().transpose()? {
+        let len = record.header.uncompressed_len();
+        if whole > 0 && raw + len > max_raw {
             break;
         }
-        raw += header.uncompressed_len();
-        pos += header.record_len();
-        index += 1;
+        raw += len;
+        end = record.offset + record.header.record_len();
+        whole += 1;
     }
-    Ok((pos, index - first_index))
-}
-
-/// A fully checked xorb.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParsedXorb {
-    /// The xorb hash recomputed from the chunks.
-    pub hash: MerkleHash,
-    /// Every chunk, with its recomputed hash.
-    pub chunks: Vec<ChunkInfo>,
-    /// Length of the chunk records (the offset of the footer, if any).
-    pub body_len: usize,
-    /// The storage footer, if the bytes ended with one (checked against the chunks).
-    pub footer: Option<XorbFooter>,
-}
-
-impl ParsedXorb {
-    /// Number of chunks.
-    pub fn num_chunks(&self) -> usize {
-        self.chunks.len()
-    }
-
-    /// Total uncompressed length of the chunks.
-    pub fn raw_len(&self) -> usize {
-        self.chunks.last().map_or(0, |c| c.uncompressed_range().end)
-    }
-
-    /// The footer to store with this xorb: the parsed one if present (keeping
-    /// its reserved bytes), else a fresh one.
-    pub fn storage_footer(&self) -> XorbFooter {
-        self.footer
-            .clone()
-            .unwrap_or_else(|| XorbFooter::from_chunks(self.hash, &self.chunks))
-    }
-
-    /// The serialized byte range of chunks `chunks` (see [`chunk_byte_range`]).
-    pub fn byte_range(&self, chunks: Range<usize>) -> Option<Range<usize>> {
-        chunk_byte_range(&self.chunks, chunks)
-    }
-}
-
-/// Parses and fully checks a serialized xorb, with or without a storage footer.
-///
-/// In order: the input length (at most [`MAX_SERIALIZED_XORB_BYTES`], checked
-/// before any work); each record's header and the xorb limits; each payload
-/// decodes to exactly its declared length (bounded, into one reused buffer);
-/// each chunk is hashed, and the xorb hash computed. The records must end
-/// exactly at the end of the input or at a footer, which must then parse
-/// completely and agree with the chunks and the hash. At least one chunk is
-/// required.
-pub fn parse_xorb(bytes: &[u8]) -> Result<ParsedXorb> {
-    parse_xorb_with(bytes, |_, _| {})
-}
-
-/// [`parse_xorb`], also handing each chunk's decoded data to `f` as it is checked.
-pub fn parse_xorb_with(bytes: &[u8], mut f: impl FnMut(&ChunkInfo, &[u8])) -> Result<ParsedXorb> {
-    if bytes.len() > MAX_SERIALIZED_XORB_BYTES {
-        return Err(Error::XorbTooLarge(format!(
-            "{} serialized bytes exceed the {MAX_SERIALIZED_XORB_BYTES}-byte limit",
-            bytes.len()
-        )));
-    }
-    let mut decoder = ChunkDecoder::with_footer(bytes);
-    let mut chunks = Vec::new();
-    while let Some(chunk) = decoder.next_chunk() {
-        let chunk = chunk?;
-        let info = ChunkInfo {
-            hash: chunk_hash(chunk.data),
-            scheme: chunk.header.scheme(),
-            serialized_offset: chunk.offset,
-            serialized_len: chunk.header.record_len(),
-            uncompressed_offset: chunk.uncompressed_offset,
-            uncompressed_len: chunk.data.len(),
-        };
-        f(&info, chunk.data);
-        chunks.push(info);
-    }
-    if chunks.is_empty() {
-        return Err(Error::MalformedXorb(
-            "a xorb needs at least one chunk".into(),
-        ));
-    }
-    let leaves: Vec<(MerkleHash, u64)> = chunks.iter().map(ChunkInfo::leaf).collect();
-    let hash = xorb_hash(&leaves);
-    let (body_len, footer) = match decoder.footer_start() {
-        None => (bytes.len(), None),
-        Some(start) => {
-            let footer = XorbFooter::parse(&bytes[start..])?;
-            footer.check_matches(&hash, &chunks)?;
-            (start, Some(footer))
-        }
-    };
-    Ok(ParsedXorb {
-        hash,
-        chunks,
-        body_len,
-        footer,
-    })
-}
-
-/// [`parse_xorb`], then checks the recomputed hash against the name the xorb
-/// was uploaded under ([`Error::XorbHashMismatch`] if they differ).
-pub fn validate_xorb(bytes: &[u8], expected: &MerkleHash) -> Result<ParsedXorb> {
-    let parsed = parse_xorb(bytes)?;
-    if parsed.hash != *expected {
-        return Err(Error::XorbHashMismatch {
-            expected: *expected,
-            actual: parsed.hash,
-        });
-    }
-    Ok(parsed)
+    Ok((end, whole))
 }

@@ -60,6 +60,26 @@ fn decoded_chunks(bytes: &[u8]) -> crate::Result<(ParsedXorb, Vec<Vec<u8>>)> {
     Ok((parsed, data))
 }
 
+/// Checks `bytes` with a [`XorbValidator`] fed pieces of `piece` bytes,
+/// checking records whenever `batch` bytes are pending, as a server does.
+fn stream_validate(bytes: &[u8], piece: usize, batch: usize) -> crate::Result<ParsedXorb> {
+    let mut v = XorbValidator::new();
+    let mut pending = Vec::new();
+    let mut passed_on = 0;
+    for p in bytes.chunks(piece.max(1)) {
+        pending.extend_from_slice(p);
+        if pending.len() >= batch && !v.footer_started() {
+            let n = v.check_records(&pending)?;
+            assert_eq!(v.records_len(), passed_on + n);
+            passed_on += n;
+            pending.drain(..n);
+        }
+    }
+    let parsed = v.finish(&pending)?;
+    assert!(parsed.body_len >= passed_on);
+    Ok(parsed)
+}
+
 /// A hand-made chunk record.
 fn record(version: u8, scheme: u8, payload: &[u8], uncompressed_len: usize) -> Vec<u8> {
     let c = (payload.len() as u32).to_le_bytes();
@@ -500,6 +520,78 @@ fn complete_records_prefix_of_a_streaming_body() {
 }
 
 #[test]
+fn streaming_validation_matches_whole_parse() {
+    let x = build(&mixed_chunks());
+    let stored = x.to_bytes_with_footer();
+    for bytes in [&x.bytes, &stored] {
+        let whole = parse_xorb(bytes).unwrap();
+        for (piece, batch) in [
+            (1, 1),
+            (3, 10),
+            (7, 8),
+            (1000, 2000),
+            (4096, 1),
+            (1 << 20, 0),
+        ] {
+            assert_eq!(
+                stream_validate(bytes, piece, batch).as_ref(),
+                Ok(&whole),
+                "piece {piece} batch {batch}"
+            );
+        }
+    }
+    // A record is passed on only once whole, and its header is checked as
+    // soon as it is there.
+    let mut v = XorbValidator::new();
+    let first_end = x.chunks[0].serialized_range().end;
+    assert_eq!(v.check_records(&x.bytes[..first_end - 1]), Ok(0));
+    assert_eq!(v.check_records(&x.bytes[..first_end + 7]), Ok(first_end));
+    let mut bad = x.bytes[first_end..].to_vec();
+    bad[0] = 9;
+    assert_eq!(
+        v.check_records(&bad[..8]).map_err(|e| e.code()),
+        Err("malformed_xorb")
+    );
+    // A footer: what follows it is not walked, finish parses it.
+    let mut v = XorbValidator::new();
+    assert_eq!(v.check_records(&stored), Ok(x.bytes.len()));
+    assert!(v.footer_started());
+    assert_eq!(v.check_records(b"more"), Ok(0));
+    let parsed = v.finish(&stored[x.bytes.len()..]).unwrap();
+    assert_eq!(parsed.footer, Some(x.footer()));
+    // Errors are those of the whole parse, by the same index.
+    let mut bad = x.bytes.clone();
+    bad[x.chunks[3].serialized_offset + 4] = 7;
+    let e = stream_validate(&bad, 100, 200).unwrap_err();
+    assert_eq!(e, parse_xorb(&bad).unwrap_err());
+    assert_eq!(
+        e,
+        Error::UnknownCompression {
+            index: 3,
+            scheme: 7
+        }
+    );
+    assert_eq!(
+        stream_validate(&[], 1, 1).map_err(|e| e.code()),
+        Err("malformed_xorb")
+    );
+    // Too many bytes are refused before any is looked at, once they are there
+    // (before, a bad record in them may be found first).
+    let huge = vec![0u8; MAX_SERIALIZED_XORB_BYTES + 1];
+    assert_eq!(
+        stream_validate(&huge, huge.len(), 1).map_err(|e| e.code()),
+        Err("xorb_too_large")
+    );
+    let mut v = XorbValidator::new();
+    let n = v.check_records(&stored).unwrap();
+    assert_eq!(
+        v.finish(&huge[..MAX_SERIALIZED_XORB_BYTES - n + 1])
+            .map_err(|e| e.code()),
+        Err("xorb_too_large")
+    );
+}
+
+#[test]
 fn records_walk_without_decoding() {
     let x = build(&mixed_chunks());
     let stored = x.to_bytes_with_footer();
@@ -649,6 +741,32 @@ proptest! {
             let at_boundary = x.chunks.iter().any(|c| c.serialized_range().end == pos);
             prop_assert_eq!(parse_xorb(&bytes[..pos]).is_ok(), at_boundary);
         }
+    }
+
+    #[test]
+    fn streaming_validation_agrees_with_whole_parse(
+        chunks in arb_chunks(),
+        footer in any::<bool>(),
+        at in any::<usize>(),
+        value in 0u8..=255,
+        cut in any::<bool>(),
+        piece in 1usize..4096,
+        batch in 0usize..16_384,
+    ) {
+        // Intact, corrupted at one byte, or cut short: the streaming checks
+        // and the whole parse agree on the outcome (the same xorb, or the
+        // same kind of error).
+        let x = build(&chunks);
+        let mut bytes = if footer { x.to_bytes_with_footer() } else { x.bytes.clone() };
+        let pos = at % bytes.len();
+        if cut {
+            bytes.truncate(pos);
+        } else {
+            bytes[pos] ^= value;
+        }
+        let whole = parse_xorb(&bytes).map_err(|e| e.code());
+        let streamed = stream_validate(&bytes, piece, batch).map_err(|e| e.code());
+        prop_assert_eq!(streamed, whole);
     }
 
     #[test]

@@ -2,18 +2,26 @@
 //!
 //! A xorb is accepted only if it parses, every chunk decompresses to its declared
 //! length within the limits, and the merkle hash recomputed from the chunks equals the
-//! hash it was uploaded under (invariant 3). It is then stored in S3 with a storage
-//! footer (so the object describes itself), and only after S3 acknowledged the write is
-//! it registered in the index (invariant 1).
+//! hash it was uploaded under (invariant 3). It is stored in S3 with a storage footer
+//! (so the object describes itself), and only after S3 acknowledged the write is it
+//! registered in the index (invariant 1).
+//!
+//! The checks run while the upload streams in: each batch of whole chunk records
+//! is checked as it arrives and then handed to an [`ObjectWriter`], which sends
+//! multipart parts as they fill. Only bytes that passed their checks are sent;
+//! the object becomes visible only once the whole xorb (its hash included) checked
+//! out, and the upload is aborted otherwise. Storing thus overlaps receiving, and
+//! an upload holds a few parts in memory rather than the whole xorb.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use cas_core::hash::MerkleHash;
-use cas_core::xorb::validate_xorb;
+use cas_core::xorb::{MAX_FOOTER_LEN, ParsedXorb, XorbValidator};
 use cas_proto::index::{Command, RegisterXorb, command, command_result};
+use futures::{Stream, StreamExt as _};
 
 use super::records::{XorbLayout, xorb_record};
 use super::{Caller, CasService, ServiceError, now_ms};
-use crate::store::ObjectBody;
+use crate::store::ObjectWriter;
 use crate::store::keys::xorb_key;
 
 /// Outcome of a xorb upload.
@@ -26,42 +34,77 @@ pub struct XorbUploaded {
 /// Xorbs one batched lookup may ask about.
 pub const MAX_XORB_BATCH: usize = 4096;
 
+/// Bytes of an upload gathered before their records are checked: large enough
+/// that a trip to a blocking thread costs little, small against a 64 MiB xorb.
+const CHECK_BATCH_BYTES: usize = 2 * 1024 * 1024;
+/// Room reserved for a batch: the batch, the record straddling its end and a frame.
+const BATCH_CAPACITY: usize = CHECK_BATCH_BYTES + 512 * 1024;
+
 impl CasService {
-    /// Validates and stores a xorb uploaded under `hash`; idempotent.
+    /// Validates and stores a xorb uploaded under `hash` whose bytes are all
+    /// here; idempotent (see [`upload_xorb_stream`](Self::upload_xorb_stream)).
     pub async fn upload_xorb(
         &self,
         caller: &Caller,
         hash: MerkleHash,
         body: Bytes,
     ) -> Result<XorbUploaded, ServiceError> {
+        let len = body.len() as u64;
+        let body = futures::stream::iter([Ok(body)]);
+        self.upload_xorb_stream(caller, hash, Some(len), body).await
+    }
+
+    /// Validates and stores a xorb uploaded under `hash` as its bytes arrive
+    /// (`declared_len` is the length the request announced, if any);
+    /// idempotent: a xorb already stored is not written again.
+    ///
+    /// More than `max_xorb_bytes` (announced or received) is refused as soon
+    /// as it is known. A xorb refused for what it holds is still read to its
+    /// end (within the limit), so that the client, still sending, gets the
+    /// answer. On any error nothing is registered and nothing is stored that
+    /// did not pass every check.
+    pub async fn upload_xorb_stream<S>(
+        &self,
+        caller: &Caller,
+        hash: MerkleHash,
+        declared_len: Option<u64>,
+        body: S,
+    ) -> Result<XorbUploaded, ServiceError>
+    where
+        S: Stream<Item = Result<Bytes, ServiceError>> + Send + Unpin,
+    {
         let limit = self.limits().max_xorb_bytes;
-        if body.len() as u64 > limit {
-            return Err(ServiceError::TooLarge {
-                what: "xorb",
-                len: body.len() as u64,
-                limit,
-            });
+        if let Some(len) = declared_len
+            && len > limit
+        {
+            return Err(too_large(len, limit));
         }
+        let mut body = LimitedBody {
+            inner: body,
+            received: 0,
+            limit,
+            ended: false,
+        };
         if self.index().has_xorb(&hash.0)? {
+            body.drain().await?;
             return Ok(XorbUploaded { inserted: false });
         }
-        // Decompressing and hashing up to 64 MiB is CPU work: keep it off the I/O threads.
-        let checked = body.clone();
-        let parsed = tokio::task::spawn_blocking(move || validate_xorb(&checked, &hash))
-            .await
-            .map_err(|e| {
-                ServiceError::Inconsistent(format!("xorb validation task failed: {e}"))
-            })??;
-
-        // The stored object is the body followed by the footer, sent as two
-        // segments: no copy of the (up to 64 MiB) body to append a few KiB.
-        let footer = parsed.storage_footer();
-        let mut tail = Vec::with_capacity(footer.encoded_len());
-        footer.write_to(&mut tail);
-        let stored = ObjectBody::new([body.slice(..parsed.body_len), Bytes::from(tail)]);
-        let record = xorb_record(&parsed, stored.len() as u64, now_ms(), &caller.subject);
-
-        self.store().put_object(&xorb_key(&hash), stored).await?;
+        let mut writer = self.store().writer(&xorb_key(&hash), declared_len)?;
+        // Boxed: the checks and the S3 calls make a deeply nested future.
+        let parsed = match Box::pin(store_checked(hash, &mut body, &mut writer)).await {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                writer.abort().await;
+                // Refused for what it holds: read the rest, so the client gets
+                // the answer (a broken body or one past the limit is not read on).
+                if matches!(e, ServiceError::Invalid(_)) {
+                    body.drain().await?;
+                }
+                return Err(e);
+            }
+        };
+        let stored_len = writer.finish().await?;
+        let record = xorb_record(&parsed, stored_len, now_ms(), &caller.subject);
         let result = self
             .index()
             .write(Command {
@@ -110,4 +153,127 @@ impl CasService {
             None => Ok(None),
         }
     }
+}
+
+fn too_large(len: u64, limit: u64) -> ServiceError {
+    ServiceError::TooLarge {
+        what: "xorb",
+        len,
+        limit,
+    }
+}
+
+/// An upload's bytes, refused with `body_too_large` once they pass the limit.
+struct LimitedBody<S> {
+    inner: S,
+    received: u64,
+    limit: u64,
+    ended: bool,
+}
+
+impl<S> LimitedBody<S>
+where
+    S: Stream<Item = Result<Bytes, ServiceError>> + Send + Unpin,
+{
+    /// The next frame, `None` at the end (and ever after).
+    async fn next(&mut self) -> Option<Result<Bytes, ServiceError>> {
+        if self.ended {
+            return None;
+        }
+        let Some(frame) = self.inner.next().await else {
+            self.ended = true;
+            return None;
+        };
+        if let Ok(bytes) = &frame {
+            self.received += bytes.len() as u64;
+            if self.received > self.limit {
+                return Some(Err(too_large(self.received, self.limit)));
+            }
+        }
+        Some(frame)
+    }
+
+    /// Reads the rest and drops it.
+    async fn drain(&mut self) -> Result<(), ServiceError> {
+        while let Some(frame) = self.next().await {
+            frame?;
+        }
+        Ok(())
+    }
+}
+
+/// Receives a xorb, checking each batch of whole chunk records as it comes and
+/// handing the checked bytes to `writer`, then its storage footer; returns the
+/// checked xorb. Its hash must be `hash`.
+async fn store_checked<S>(
+    hash: MerkleHash,
+    body: &mut LimitedBody<S>,
+    writer: &mut ObjectWriter,
+) -> Result<ParsedXorb, ServiceError>
+where
+    S: Stream<Item = Result<Bytes, ServiceError>> + Send + Unpin,
+{
+    let mut validator = XorbValidator::new();
+    let mut pending = BytesMut::new();
+    while let Some(frame) = body.next().await {
+        let frame = frame?;
+        if validator.footer_started() {
+            // No footer is longer; the rest is only counted (against the limit).
+            if pending.len() + frame.len() > MAX_FOOTER_LEN {
+                return Err(cas_core::Error::MalformedXorb(format!(
+                    "footer longer than the {MAX_FOOTER_LEN} bytes of the largest xorb's"
+                ))
+                .into());
+            }
+            pending.extend_from_slice(&frame);
+            continue;
+        }
+        let batch = if pending.is_empty() && frame.len() >= CHECK_BATCH_BYTES {
+            frame
+        } else {
+            if pending.is_empty() {
+                pending.reserve(BATCH_CAPACITY);
+            }
+            pending.extend_from_slice(&frame);
+            if pending.len() < CHECK_BATCH_BYTES {
+                continue;
+            }
+            std::mem::take(&mut pending).freeze()
+        };
+        let (back, checked) = blocking(move || {
+            let checked = validator.check_records(&batch);
+            (validator, checked.map(|n| (n, batch)))
+        })
+        .await?;
+        validator = back;
+        let (n, batch) = checked?;
+        // The start of a record still arriving (less than one record), or of the footer.
+        pending.reserve(BATCH_CAPACITY);
+        pending.extend_from_slice(&batch[n..]);
+        writer.write(batch.slice(..n)).await?;
+    }
+    let rest = pending.freeze();
+    let (parsed, rest) = blocking(move || {
+        let checked_before = validator.records_len();
+        let parsed = validator.finish(&rest)?;
+        parsed.check_hash(&hash)?;
+        let records = rest.slice(..parsed.body_len - checked_before);
+        Ok::<_, ServiceError>((parsed, records))
+    })
+    .await??;
+    writer.write(rest).await?;
+    let footer = parsed.storage_footer();
+    let mut tail = Vec::with_capacity(footer.encoded_len());
+    footer.write_to(&mut tail);
+    writer.write(Bytes::from(tail)).await?;
+    Ok(parsed)
+}
+
+/// Runs CPU work (decompressing and hashing) off the I/O threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ServiceError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ServiceError::Inconsistent(format!("xorb validation task failed: {e}")))
 }

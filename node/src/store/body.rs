@@ -75,6 +75,24 @@ impl ObjectBody {
         ObjectBody::new(out)
     }
 
+    /// Appends `bytes` as a new segment (an empty one is dropped).
+    pub fn push(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.len += bytes.len();
+            self.segments.push(bytes);
+        }
+    }
+
+    /// Splits off the first `n` bytes, leaving the rest (sharing the segments' memory).
+    ///
+    /// # Panics
+    /// If `n` is past the end.
+    pub fn split_to(&mut self, n: usize) -> ObjectBody {
+        let head = self.slice(0..n);
+        *self = self.slice(n..self.len);
+        head
+    }
+
     /// The bytes in one buffer (a copy unless there is at most one segment).
     pub fn to_bytes(&self) -> Bytes {
         match self.segments.as_slice() {

@@ -15,13 +15,12 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 use bytes::Bytes;
-use futures::{StreamExt as _, TryStreamExt as _, stream};
 use tracing::Instrument as _;
 
 use super::body::ObjectBody;
 use super::error::{body_error, classify};
 use super::keys::validate_key;
-use super::settings::MAX_PARTS;
+use super::writer::ObjectWriter;
 use super::{ErrorClass, S3Settings, StoreError};
 use crate::telemetry::metrics::record_s3_call;
 
@@ -186,19 +185,41 @@ impl S3Store {
         body: impl Into<ObjectBody>,
     ) -> Result<(), StoreError> {
         let body = body.into();
-        let inner = &self.inner;
-        validate_key(&inner.prefix, key)?;
-        let full = self.full_key(key);
-        if body.len() as u64 > inner.multipart_threshold {
-            return self.put_multipart(key, &full, body).await;
+        validate_key(&self.inner.prefix, key)?;
+        if body.len() as u64 > self.inner.multipart_threshold {
+            let mut writer = ObjectWriter::new(self.clone(), key, Some(body.len() as u64));
+            for segment in body.segments() {
+                writer.write(segment.clone()).await?;
+            }
+            writer.finish().await?;
+            return Ok(());
         }
+        self.put_single(key, &self.full_key(key), body).await
+    }
+
+    /// A writer storing the object under `key` as its bytes arrive (see
+    /// [`ObjectWriter`]); `size_hint` is the expected size, if known: past the
+    /// multipart threshold, parts are sent from the first one on.
+    pub fn writer(&self, key: &str, size_hint: Option<u64>) -> Result<ObjectWriter, StoreError> {
+        validate_key(&self.inner.prefix, key)?;
+        Ok(ObjectWriter::new(self.clone(), key, size_hint))
+    }
+
+    /// One PUT of the whole body.
+    pub(super) async fn put_single(
+        &self,
+        key: &str,
+        full: &str,
+        body: ObjectBody,
+    ) -> Result<(), StoreError> {
+        let inner = &self.inner;
         let length = content_length("put_object", key, body.len())?;
         observe("put_object", key, &inner.bucket, async {
             inner
                 .client
                 .put_object()
                 .bucket(&inner.bucket)
-                .key(&full)
+                .key(full)
                 .content_length(length)
                 .body(ByteStream::new(body.into_sdk_body()))
                 .customize()
@@ -209,6 +230,16 @@ impl S3Store {
                 .map_err(|e| classify("put_object", key, &inner.bucket, e))
         })
         .await
+    }
+
+    /// `(part size, multipart threshold)` from the settings.
+    pub(super) fn multipart_sizes(&self) -> (u64, u64) {
+        (self.inner.part_size, self.inner.multipart_threshold)
+    }
+
+    /// How many parts of one upload may be in flight at once.
+    pub(super) fn multipart_concurrency(&self) -> usize {
+        self.inner.concurrency
     }
 
     /// The whole object stored under `key`.
@@ -382,92 +413,53 @@ impl S3Store {
         }
     }
 
-    async fn put_multipart(
-        &self,
-        key: &str,
-        full: &str,
-        body: ObjectBody,
-    ) -> Result<(), StoreError> {
+    /// Starts a multipart upload; returns its id.
+    pub(super) async fn create_upload(&self, key: &str, full: &str) -> Result<String, StoreError> {
         let inner = &self.inner;
-        let size = body.len() as u64;
-        let part_size = inner.part_size.max(size.div_ceil(MAX_PARTS));
-        let span = tracing::debug_span!("s3_multipart_upload", key, size, part_size);
-        async {
-            let created = observe("create_multipart_upload", key, &inner.bucket, async {
-                inner
-                    .client
-                    .create_multipart_upload()
-                    .bucket(&inner.bucket)
-                    .key(full)
-                    .send()
-                    .await
-                    .map_err(|e| classify("create_multipart_upload", key, &inner.bucket, e))
-            })
-            .await?;
-            let upload_id = created
-                .upload_id()
-                .filter(|id| !id.is_empty())
-                .ok_or_else(|| StoreError::Unavailable {
-                    op: "create_multipart_upload",
-                    key: key.to_owned(),
-                    status: None,
-                    message: "response without an upload id".to_owned(),
-                })?
-                .to_owned();
-            let pending = PendingUpload {
-                client: inner.client.clone(),
-                bucket: inner.bucket.clone(),
-                key: key.to_owned(),
-                full_key: full.to_owned(),
-                upload_id: upload_id.clone(),
-                armed: true,
-            };
-            match self
-                .upload_parts_and_complete(key, full, &upload_id, body, part_size)
+        let created = observe("create_multipart_upload", key, &inner.bucket, async {
+            inner
+                .client
+                .create_multipart_upload()
+                .bucket(&inner.bucket)
+                .key(full)
+                .send()
                 .await
-            {
-                Ok(()) => {
-                    pending.disarm();
-                    Ok(())
-                }
-                Err(e) => {
-                    pending.abort().await;
-                    Err(e)
-                }
-            }
-        }
-        .instrument(span)
-        .await
+                .map_err(|e| classify("create_multipart_upload", key, &inner.bucket, e))
+        })
+        .await?;
+        created
+            .upload_id()
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| StoreError::Unavailable {
+                op: "create_multipart_upload",
+                key: key.to_owned(),
+                status: None,
+                message: "response without an upload id".to_owned(),
+            })
     }
 
-    async fn upload_parts_and_complete(
+    /// The abort guard of a started multipart upload.
+    pub(super) fn pending_upload(&self, key: &str, full: &str, upload_id: String) -> PendingUpload {
+        PendingUpload {
+            client: self.inner.client.clone(),
+            bucket: self.inner.bucket.clone(),
+            key: key.to_owned(),
+            full_key: full.to_owned(),
+            upload_id,
+            armed: true,
+        }
+    }
+
+    /// Completes a multipart upload from its parts, in part-number order.
+    pub(super) async fn complete_upload(
         &self,
         key: &str,
         full: &str,
         upload_id: &str,
-        body: ObjectBody,
-        part_size: u64,
+        parts: Vec<CompletedPart>,
     ) -> Result<(), StoreError> {
         let inner = &self.inner;
-        let too_big = |what: &str| StoreError::Rejected {
-            op: "upload_part",
-            key: key.to_owned(),
-            status: None,
-            message: format!("{what} does not fit this platform"),
-        };
-        let part_size = usize::try_from(part_size).map_err(|_| too_big("part size"))?;
-        let mut chunks = Vec::new();
-        for (index, start) in (0..body.len()).step_by(part_size).enumerate() {
-            let number = i32::try_from(index + 1).map_err(|_| too_big("part number"))?;
-            let end = body.len().min(start.saturating_add(part_size));
-            chunks.push((number, body.slice(start..end)));
-        }
-        let mut parts: Vec<CompletedPart> = stream::iter(chunks)
-            .map(|(number, chunk)| self.upload_part(key, full, upload_id, number, chunk))
-            .buffer_unordered(inner.concurrency)
-            .try_collect()
-            .await?;
-        parts.sort_by_key(|p| p.part_number());
         observe("complete_multipart_upload", key, &inner.bucket, async {
             inner
                 .client
@@ -488,7 +480,8 @@ impl S3Store {
         .await
     }
 
-    async fn upload_part(
+    /// Uploads part `number` of a multipart upload.
+    pub(super) async fn upload_part(
         &self,
         key: &str,
         full: &str,
@@ -530,7 +523,8 @@ impl S3Store {
 
 /// A started multipart upload that is aborted unless disarmed, also when the
 /// future driving it is dropped.
-struct PendingUpload {
+#[derive(Debug)]
+pub(super) struct PendingUpload {
     client: Client,
     bucket: String,
     key: String,
@@ -540,11 +534,23 @@ struct PendingUpload {
 }
 
 impl PendingUpload {
-    fn disarm(mut self) {
+    /// The upload id.
+    pub(super) fn upload_id(&self) -> &str {
+        &self.upload_id
+    }
+
+    /// The object's key (relative to the prefix).
+    pub(super) fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The upload completed: nothing to abort.
+    pub(super) fn disarm(mut self) {
         self.armed = false;
     }
 
-    async fn abort(mut self) {
+    /// Aborts the upload now.
+    pub(super) async fn abort(mut self) {
         self.armed = false;
         abort_upload(
             self.client.clone(),

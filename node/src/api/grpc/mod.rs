@@ -20,6 +20,7 @@ use cas_proto::api::{
     QueryChunksResponse, Reconstruction, ReconstructionTerm, RegisterFilesRequest,
     RegisterFilesResponse, UploadXorbRequest, UploadXorbResponse, XorbFetch,
 };
+use futures::StreamExt as _;
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
@@ -208,35 +209,48 @@ impl Cas for GrpcApi {
     ) -> Result<Response<UploadXorbResponse>, Status> {
         observed("grpc_upload_xorb", async {
             let caller = self.authorize(&req, Scope::Write)?;
-            let mut name = None;
-            let body = collect(
-                req.into_inner(),
-                "xorb",
-                self.service.limits().max_xorb_bytes,
-                |m, first| {
-                    if first {
-                        name = Some(hash(&m.hash)?);
-                    }
-                    Ok(m.data)
-                },
-            )
-            .await?;
-            let name = name.ok_or_else(|| {
+            let mut stream = req.into_inner();
+            let first = stream.message().await?.ok_or_else(|| {
                 status(ServiceError::bad_request(
                     "empty_upload",
                     "the upload stream was empty",
                 ))
             })?;
-            let len = body.len() as u64;
+            let name = hash(&first.hash)?;
+            let declared = (first.size > 0).then_some(first.size);
+            let mut received = 0u64;
+            // A broken stream is answered with its own status, as it would be
+            // had it broken on the first message.
+            let mut broken: Option<Status> = None;
+            let frames = futures::stream::iter([Ok(first.data)])
+                .chain(stream.map(|m| {
+                    m.map(|m| m.data).map_err(|s| {
+                        let e = ServiceError::bad_request(
+                            "body_read_failed",
+                            format!("could not read the upload stream: {}", s.message()),
+                        );
+                        broken = Some(s);
+                        e
+                    })
+                }))
+                .inspect(|frame| {
+                    if let Ok(data) = frame {
+                        received += data.len() as u64;
+                    }
+                });
             let r = self
                 .service
-                .upload_xorb(&caller, name, body)
-                .await
-                .map_err(status)?;
+                .upload_xorb_stream(&caller, name, declared, frames)
+                .await;
+            let r = match (r, broken) {
+                (Ok(r), _) => r,
+                (Err(_), Some(s)) => return Err(s),
+                (Err(e), None) => return Err(status(e)),
+            };
             let resp = UploadXorbResponse {
                 inserted: r.inserted,
             };
-            Ok((Response::new(resp), len))
+            Ok((Response::new(resp), received))
         })
         .await
     }

@@ -36,13 +36,17 @@ fn authorize(state: &HttpState, headers: &HeaderMap, scope: Scope) -> Result<Cal
 /// connection; larger ones are not read (the connection closes after the answer).
 const DRAIN_LIMIT: usize = 4 * 1024 * 1024;
 
-/// Drains (up to [`DRAIN_LIMIT`]) a body that will not be used.
-async fn drain(body: Body, headers: &HeaderMap) {
-    let declared: Option<usize> = headers
+/// The request's `Content-Length`, if it has a valid one.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
-    if declared.is_some_and(|n| n <= DRAIN_LIMIT) {
+        .and_then(|v| v.parse().ok())
+}
+
+/// Drains (up to [`DRAIN_LIMIT`]) a body that will not be used.
+async fn drain(body: Body, headers: &HeaderMap) {
+    if declared_length(headers).is_some_and(|n| n <= DRAIN_LIMIT as u64) {
         let _ = axum::body::to_bytes(body, DRAIN_LIMIT).await;
     }
 }
@@ -108,11 +112,7 @@ async fn read_body(
     limit: u64,
     headers: &HeaderMap,
 ) -> Result<Bytes, ApiError> {
-    let declared: Option<u64> = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
-    if let Some(len) = declared
+    if let Some(len) = declared_length(headers)
         && len > limit
     {
         return Err(ServiceError::TooLarge { what, len, limit }.into());
@@ -248,25 +248,35 @@ pub async fn dedup_query(
     Ok(([(CONTENT_TYPE, "application/octet-stream")], shard).into_response())
 }
 
-/// `POST /v1/xorbs/default/{xorb}`.
+/// `POST /v1/xorbs/default/{xorb}`: the body streams into the service, which
+/// checks it as it arrives.
 pub async fn upload_xorb(
     State(state): State<HttpState>,
     Path((prefix, xorb)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let caller = authorize_upload(&state, &headers, Scope::Write, body).await?;
-    let body = read_body(
-        caller.1,
-        "xorb",
-        state.service.limits().max_xorb_bytes,
-        &headers,
-    )
-    .await?;
-    let caller = caller.0;
-    check_xorb_prefix(&prefix)?;
-    let hash = parse_hash(&xorb)?;
-    let r = state.service.upload_xorb(&caller, hash, body).await?;
+    let (caller, body) = authorize_upload(&state, &headers, Scope::Write, body).await?;
+    let named = check_xorb_prefix(&prefix).and_then(|()| Ok(parse_hash(&xorb)?));
+    let hash = match named {
+        Ok(hash) => hash,
+        Err(e) => {
+            drain(body, &headers).await;
+            return Err(e);
+        }
+    };
+    let frames = body.into_data_stream().map(|frame| {
+        frame.map_err(|e| {
+            ServiceError::bad_request(
+                "body_read_failed",
+                format!("could not read the request body: {e}"),
+            )
+        })
+    });
+    let r = state
+        .service
+        .upload_xorb_stream(&caller, hash, declared_length(&headers), frames)
+        .await?;
     Ok(Json(json!({"was_inserted": r.inserted})))
 }
 
