@@ -593,6 +593,87 @@ async fn streamed_xorb_uploads_store_what_was_checked() {
     assert_eq!(head.status, 404);
 }
 
+/// S3 failing while a xorb streams in: the client, which sends it whole, gets
+/// a retryable 503 with the store's code, and nothing is registered or
+/// stored under the xorb's key; once S3 is back the same upload succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_outage_during_a_streamed_xorb_fails_it_cleanly() {
+    use cas_node::local_cluster::{S3Fault, S3Proxy};
+    use cas_node::store::{LocalS3, LocalS3Config};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let local = LocalS3::start(LocalS3Config::new(dir.path()))
+        .await
+        .unwrap();
+    let proxy = S3Proxy::start("127.0.0.1:0".parse().unwrap(), local.addr())
+        .await
+        .unwrap();
+    let s3 = ExternalS3::at(&local.settings(), &proxy.endpoint());
+    let node = tokio::task::block_in_place(|| DemoNode::start_with(Some(s3)));
+    let api = Api::new(&node);
+    let (plan, _) = plan_for(&[&random_bytes(30_000_000, 50)], &[]);
+    let x = &plan.xorbs[0];
+    let stored = || {
+        let hex = x.hash.to_hex();
+        walkdir(local.root())
+            .into_iter()
+            .any(|p| p.ends_with(&format!("xorbs/default/{hex}")))
+    };
+
+    // Two thirds go through (parts reach S3), then S3 fails.
+    let addr = node.endpoint.trim_start_matches("http://").to_owned();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /v1/xorbs/default/{} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        x.hash,
+        node.token,
+        x.bytes.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let cut = x.bytes.len() * 2 / 3;
+    conn.write_all(&x.bytes[..cut]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    proxy.set(S3Fault::Unavailable);
+    conn.write_all(&x.bytes[cut..]).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        conn.read_to_end(&mut answer),
+    )
+    .await
+    .expect("answer within 60 s")
+    .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("store_unavailable"), "{answer}");
+    assert!(!stored(), "a failed xorb is stored");
+
+    proxy.set(S3Fault::None);
+    let head = api.head(&format!("/v1/xorbs/default/{}", x.hash)).await;
+    assert_eq!(head.status, 404);
+    let r = api
+        .post(&format!("/v1/xorbs/default/{}", x.hash), x.bytes.clone())
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(stored());
+    drop(node);
+    local.shutdown().await;
+}
+
+/// Every file under `dir` (paths as text).
+fn walkdir(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walkdir(&p));
+        } else {
+            out.push(p.display().to_string());
+        }
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_input_gets_its_status_and_leaves_nothing() {
     let node = DemoNode::start();

@@ -59,9 +59,9 @@ impl CasService {
     /// idempotent: a xorb already stored is not written again.
     ///
     /// More than `max_xorb_bytes` (announced or received) is refused as soon
-    /// as it is known. A xorb refused for what it holds is still read to its
-    /// end (within the limit), so that the client, still sending, gets the
-    /// answer. On any error nothing is registered and nothing is stored that
+    /// as it is known. A xorb refused for any other reason (its content, S3
+    /// failing) is still read to its end (within the limit), so that the
+    /// client, still sending, gets the answer. On any error nothing is registered and nothing is stored that
     /// did not pass every check.
     pub async fn upload_xorb_stream<S>(
         &self,
@@ -95,9 +95,11 @@ impl CasService {
             Ok(parsed) => parsed,
             Err(e) => {
                 writer.abort().await;
-                // Refused for what it holds: read the rest, so the client gets
-                // the answer (a broken body or one past the limit is not read on).
-                if matches!(e, ServiceError::Invalid(_)) {
+                // Read the rest, so the client, still sending, gets the answer
+                // (a broken body, or one past the limit, is not read on).
+                let body_failed = matches!(e, ServiceError::TooLarge { .. })
+                    || matches!(e, ServiceError::BadRequest { code, .. } if code == "body_read_failed");
+                if !body_failed {
                     body.drain().await?;
                 }
                 return Err(e);

@@ -37,6 +37,28 @@ pub struct ExternalS3 {
 }
 
 impl ExternalS3 {
+    /// The S3 server `settings` name, reached at `endpoint` (e.g. a proxy in front of it).
+    pub fn at(settings: &cas_node::store::S3Settings, endpoint: &str) -> Self {
+        let vars = [
+            ("CAS_NODE__S3__ENDPOINT", endpoint.to_owned()),
+            ("CAS_NODE__S3__REGION", settings.region.clone()),
+            ("CAS_NODE__S3__BUCKET", settings.bucket.clone()),
+            (
+                "CAS_NODE__S3__ACCESS_KEY_ID",
+                settings.access_key_id.clone(),
+            ),
+            (
+                "CAS_NODE__S3__SECRET_ACCESS_KEY",
+                settings.secret_access_key.clone(),
+            ),
+            ("CAS_NODE__S3__FORCE_PATH_STYLE", "true".to_owned()),
+            ("CAS_NODE__S3__KEY_PREFIX", "demo/".to_owned()),
+        ];
+        ExternalS3 {
+            vars: vars.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        }
+    }
+
     /// The Garage server named by `GARAGE_ENDPOINT` and friends, or `None` (with a
     /// note on stderr) when there is none.
     pub fn garage() -> Option<Self> {
