@@ -295,37 +295,27 @@ async fn grpc_refuses_bad_input_with_stable_codes_and_keeps_nothing() {
         empty.metadata().get("x-cas-error-code").unwrap(),
         "empty_upload"
     );
-    // A xorb stream over the size limit is cut off without being stored (it
-    // starts like a footer, whose bytes are only looked at once all are in),
-    // and one announcing more than the limit is refused before its bytes are read.
+    // Streams that start like a footer: longer than any footer is malformed
+    // (the rest is still read, to the limit); past the size limit, or
+    // announcing more than it (refused before its bytes are read), too large.
     let mut first = vec![0u8; 1 << 20];
     first[..7].copy_from_slice(b"XETBLOB");
     let part = Bytes::from(vec![0u8; 1 << 20]);
-    for (size, parts) in [(0, 70), (70 << 20, 1)] {
-        let parts: Vec<UploadXorbRequest> = (0..parts)
-            .map(|i| UploadXorbRequest {
-                hash: if i == 0 {
-                    Bytes::from_static(&[6; 32])
-                } else {
-                    Bytes::new()
-                },
-                data: if i == 0 {
-                    Bytes::from(first.clone())
-                } else {
-                    part.clone()
-                },
-                size: if i == 0 { size } else { 0 },
-            })
-            .collect();
-        let big = stub
+    let cases = [
+        (0, 2, Code::InvalidArgument, "malformed_xorb"),
+        (0, 70, Code::ResourceExhausted, "body_too_large"),
+        (70 << 20, 1, Code::ResourceExhausted, "body_too_large"),
+    ];
+    for (size, parts, code, stable) in cases {
+        let pieces = std::iter::once(Bytes::from(first.clone()))
+            .chain(std::iter::repeat_n(part.clone(), parts - 1));
+        let parts = xorb_messages(&MerkleHash([6; 32]), pieces, size);
+        let e = stub
             .upload_xorb(authed(futures::stream::iter(parts), &node.token))
             .await
             .unwrap_err();
-        assert_eq!(big.code(), Code::ResourceExhausted);
-        assert_eq!(
-            big.metadata().get("x-cas-error-code").unwrap(),
-            "body_too_large"
-        );
+        assert_eq!(e.code(), code, "{e:?}");
+        assert_eq!(e.metadata().get("x-cas-error-code").unwrap(), stable);
     }
     let shard_parts = vec![RegisterFilesRequest {
         data: Bytes::from_static(b"HFRepoMetaData\0but not really"),
@@ -355,26 +345,36 @@ async fn grpc_refuses_bad_input_with_stable_codes_and_keeps_nothing() {
     let mut session = UploadSession::new();
     session.add_file(&data, &chunk_and_hash(&data)).unwrap();
     let big = session.finish().unwrap().xorbs.remove(0);
-    let parts: Vec<UploadXorbRequest> = big
-        .bytes
-        .chunks(1 << 20)
-        .enumerate()
-        .map(|(i, piece)| UploadXorbRequest {
-            hash: if i == 0 {
-                Bytes::copy_from_slice(&big.hash.0)
-            } else {
-                Bytes::new()
-            },
-            data: Bytes::copy_from_slice(piece),
-            size: 0,
-        })
-        .collect();
+    let pieces = big.bytes.chunks(1 << 20).map(Bytes::copy_from_slice);
+    let parts = xorb_messages(&big.hash, pieces, 0);
     let stored = stub
         .upload_xorb(authed(futures::stream::iter(parts), &node.token))
         .await
         .expect("streamed upload");
     assert!(stored.into_inner().inserted);
     assert_eq!(write.has_xorbs(&[big.hash]).await.unwrap(), vec![true]);
+}
+
+/// The messages of a xorb upload: the name and the announced `size` (0: none)
+/// in the first, then one piece each.
+fn xorb_messages(
+    hash: &MerkleHash,
+    pieces: impl IntoIterator<Item = Bytes>,
+    size: u64,
+) -> Vec<UploadXorbRequest> {
+    pieces
+        .into_iter()
+        .enumerate()
+        .map(|(i, data)| UploadXorbRequest {
+            hash: if i == 0 {
+                Bytes::copy_from_slice(&hash.0)
+            } else {
+                Bytes::new()
+            },
+            data,
+            size: if i == 0 { size } else { 0 },
+        })
+        .collect()
 }
 
 /// A transport whose first reconstruction is handed out only after its fetch URLs expired.

@@ -227,50 +227,74 @@ async fn oversized_upload_status(endpoint: &str, path: &str, token: &str, len: u
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
-/// Sends a xorb upload by hand: chunked (no Content-Length) in 1 MiB chunks,
-/// or with a Content-Length and cut off (the connection closed) after
-/// `cut_at` bytes. Returns the whole answer, or `None` when cut off.
-async fn raw_xorb_upload(
-    endpoint: &str,
-    hash: &MerkleHash,
-    token: &str,
-    body: &[u8],
-    cut_at: Option<usize>,
-) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = endpoint.trim_start_matches("http://");
-    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let path = format!("/v1/xorbs/default/{hash}");
-    let framing = match cut_at {
-        None => "Transfer-Encoding: chunked".to_owned(),
-        Some(_) => format!("Content-Length: {}", body.len()),
-    };
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n{framing}\r\nConnection: close\r\n\r\n"
-    );
-    conn.write_all(head.as_bytes()).await.expect("send headers");
-    if let Some(cut) = cut_at {
-        conn.write_all(&body[..cut]).await.expect("send");
-        conn.flush().await.expect("flush");
-        return None;
+/// A xorb upload sent by hand over one connection (`Connection: close`), to
+/// control how its body arrives: chunked (no length) or with a length, in
+/// pieces, paused, or cut off by dropping it.
+struct RawUpload {
+    conn: tokio::net::TcpStream,
+    chunked: bool,
+}
+
+impl RawUpload {
+    /// Sends the request head for xorb `hash`: `Content-Length: len`, or
+    /// chunked when `len` is `None`.
+    async fn start(node: &DemoNode, hash: &MerkleHash, len: Option<usize>) -> Self {
+        use tokio::io::AsyncWriteExt;
+        let addr = node.endpoint.trim_start_matches("http://");
+        let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let framing = match len {
+            None => "Transfer-Encoding: chunked".to_owned(),
+            Some(n) => format!("Content-Length: {n}"),
+        };
+        let head = format!(
+            "POST /v1/xorbs/default/{hash} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n{framing}\r\nConnection: close\r\n\r\n",
+            node.token
+        );
+        conn.write_all(head.as_bytes()).await.expect("send headers");
+        RawUpload {
+            conn,
+            chunked: len.is_none(),
+        }
     }
-    for piece in body.chunks(1 << 20) {
-        conn.write_all(format!("{:x}\r\n", piece.len()).as_bytes())
-            .await
-            .expect("send");
-        conn.write_all(piece).await.expect("send");
-        conn.write_all(b"\r\n").await.expect("send");
+
+    /// Sends the next body bytes (as 1 MiB chunks when chunked).
+    async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        if !self.chunked {
+            self.conn.write_all(bytes).await.expect("send");
+            return;
+        }
+        for piece in bytes.chunks(1 << 20) {
+            let size = format!("{:x}\r\n", piece.len());
+            for part in [size.as_bytes(), piece, b"\r\n"] {
+                self.conn.write_all(part).await.expect("send");
+            }
+        }
     }
-    conn.write_all(b"0\r\n\r\n").await.expect("send");
-    let mut answer = Vec::new();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(60),
-        conn.read_to_end(&mut answer),
-    )
-    .await
-    .expect("answer within 60 s")
-    .expect("read");
-    Some(String::from_utf8_lossy(&answer).into_owned())
+
+    /// Ends the body and returns the whole answer.
+    async fn answer(mut self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        if self.chunked {
+            self.conn.write_all(b"0\r\n\r\n").await.expect("send");
+        }
+        let mut answer = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            self.conn.read_to_end(&mut answer),
+        )
+        .await
+        .expect("answer within 60 s")
+        .expect("read");
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+}
+
+/// Uploads `body` as xorb `hash`, chunked; returns the answer.
+async fn chunked_xorb_upload(node: &DemoNode, hash: &MerkleHash, body: &[u8]) -> String {
+    let mut upload = RawUpload::start(node, hash, None).await;
+    upload.send(body).await;
+    upload.answer().await
 }
 
 /// The stored object of xorb `hash` in the embedded S3 root.
@@ -549,16 +573,12 @@ async fn streamed_xorb_uploads_store_what_was_checked() {
     let mut footer = x[0].footer();
     footer.set_nonce([9, 8, 7, 6]);
     let with_footer = [x[0].bytes.clone(), footer.to_bytes()].concat();
-    let answer = raw_xorb_upload(&node.endpoint, &x[0].hash, &node.token, &with_footer, None)
-        .await
-        .expect("answer");
+    let answer = chunked_xorb_upload(&node, &x[0].hash, &with_footer).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains(r#""was_inserted":true"#), "{answer}");
     assert!(stored_xorb(&node, &x[0].hash) == with_footer);
     // Without a footer: the node appends one.
-    let answer = raw_xorb_upload(&node.endpoint, &x[1].hash, &node.token, &x[1].bytes, None)
-        .await
-        .expect("answer");
+    let answer = chunked_xorb_upload(&node, &x[1].hash, &x[1].bytes).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(stored_xorb(&node, &x[1].hash) == x[1].to_bytes_with_footer());
     for xorb in [&x[0], &x[1]] {
@@ -569,17 +589,9 @@ async fn streamed_xorb_uploads_store_what_was_checked() {
     // Cut off two thirds in: parts went to S3, the upload is aborted.
     let before = node.s3_objects();
     let cut = x[2].bytes.len() * 2 / 3;
-    assert!(
-        raw_xorb_upload(
-            &node.endpoint,
-            &x[2].hash,
-            &node.token,
-            &x[2].bytes,
-            Some(cut)
-        )
-        .await
-        .is_none()
-    );
+    let mut upload = RawUpload::start(&node, &x[2].hash, Some(x[2].bytes.len())).await;
+    upload.send(&x[2].bytes[..cut]).await;
+    drop(upload);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while node.s3_objects() != before {
         assert!(
@@ -600,7 +612,6 @@ async fn streamed_xorb_uploads_store_what_was_checked() {
 async fn an_s3_outage_during_a_streamed_xorb_fails_it_cleanly() {
     use cas_node::local_cluster::{S3Fault, S3Proxy};
     use cas_node::store::{LocalS3, LocalS3Config};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
     let local = LocalS3::start(LocalS3Config::new(dir.path()))
         .await
@@ -615,38 +626,22 @@ async fn an_s3_outage_during_a_streamed_xorb_fails_it_cleanly() {
     let x = &plan.xorbs[0];
     let stored = || {
         let hex = x.hash.to_hex();
-        walkdir(local.root())
+        support::files_under(local.root())
             .into_iter()
             .any(|p| p.ends_with(&format!("xorbs/default/{hex}")))
     };
 
     // Two thirds go through (parts reach S3), then S3 fails.
-    let addr = node.endpoint.trim_start_matches("http://").to_owned();
-    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let head = format!(
-        "POST /v1/xorbs/default/{} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        x.hash,
-        node.token,
-        x.bytes.len()
-    );
-    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut upload = RawUpload::start(&node, &x.hash, Some(x.bytes.len())).await;
     let cut = x.bytes.len() * 2 / 3;
-    conn.write_all(&x.bytes[..cut]).await.unwrap();
+    upload.send(&x.bytes[..cut]).await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     proxy.set(S3Fault::Unavailable);
-    conn.write_all(&x.bytes[cut..]).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(60),
-        conn.read_to_end(&mut answer),
-    )
-    .await
-    .expect("answer within 60 s")
-    .expect("read");
-    let answer = String::from_utf8_lossy(&answer);
+    upload.send(&x.bytes[cut..]).await;
+    let answer = upload.answer().await;
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("store_unavailable"), "{answer}");
-    assert!(!stored(), "a failed xorb is stored");
+    assert!(!stored(), "the failed xorb was stored");
 
     proxy.set(S3Fault::None);
     let head = api.head(&format!("/v1/xorbs/default/{}", x.hash)).await;
@@ -658,20 +653,6 @@ async fn an_s3_outage_during_a_streamed_xorb_fails_it_cleanly() {
     assert!(stored());
     drop(node);
     local.shutdown().await;
-}
-
-/// Every file under `dir` (paths as text).
-fn walkdir(dir: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walkdir(&p));
-        } else {
-            out.push(p.display().to_string());
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

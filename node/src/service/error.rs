@@ -153,6 +153,27 @@ impl ServiceError {
             message: message.into(),
         }
     }
+
+    /// The request body (or upload stream) could not be read: `body_read_failed`.
+    pub fn body_read_failed(reason: impl std::fmt::Display) -> Self {
+        Self::bad_request(
+            "body_read_failed",
+            format!("could not read the request body: {reason}"),
+        )
+    }
+
+    /// Whether the error is about the request body itself (unreadable, or past
+    /// its size limit), so that nothing more of it should be read.
+    pub fn is_body_failure(&self) -> bool {
+        matches!(
+            self,
+            ServiceError::TooLarge { .. }
+                | ServiceError::BadRequest {
+                    code: "body_read_failed",
+                    ..
+                }
+        )
+    }
 }
 
 /// Parses a hash in the Xet hex form, as a client error on failure.

@@ -11,7 +11,9 @@
 //! multipart parts as they fill. Only bytes that passed their checks are sent;
 //! the object becomes visible only once the whole xorb (its hash included) checked
 //! out, and the upload is aborted otherwise. Storing thus overlaps receiving, and
-//! an upload holds a few parts in memory rather than the whole xorb.
+//! an upload holds what is gathered for the next parts plus the parts in flight
+//! (without an announced length, up to the multipart threshold before the first
+//! part goes) rather than the whole xorb.
 
 use bytes::{Bytes, BytesMut};
 use cas_core::hash::MerkleHash;
@@ -97,9 +99,7 @@ impl CasService {
                 writer.abort().await;
                 // Read the rest, so the client, still sending, gets the answer
                 // (a broken body, or one past the limit, is not read on).
-                let body_failed = matches!(e, ServiceError::TooLarge { .. })
-                    || matches!(e, ServiceError::BadRequest { code, .. } if code == "body_read_failed");
-                if !body_failed {
+                if !e.is_body_failure() {
                     body.drain().await?;
                 }
                 return Err(e);

@@ -293,20 +293,7 @@ impl DemoNode {
 
     /// Every object file under the embedded S3 root (relative paths).
     pub fn s3_objects(&self) -> BTreeSet<String> {
-        fn walk(dir: &Path, root: &Path, out: &mut BTreeSet<String>) {
-            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    walk(&p, root, out);
-                } else {
-                    out.insert(p.strip_prefix(root).unwrap().display().to_string());
-                }
-            }
-        }
-        let root = self.s3_root();
-        let mut out = BTreeSet::new();
-        walk(&root, &root, &mut out);
-        out
+        files_under(&self.s3_root())
     }
 }
 
@@ -314,4 +301,22 @@ impl Drop for DemoNode {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// Every file under `root`, as paths relative to it (an s3s-fs root holds its
+/// objects, and its multipart uploads' state, as plain files).
+pub fn files_under(root: &Path) -> BTreeSet<String> {
+    fn walk(dir: &Path, root: &Path, out: &mut BTreeSet<String>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, root, out);
+            } else {
+                out.insert(p.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(root, root, &mut out);
+    out
 }

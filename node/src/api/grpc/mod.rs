@@ -225,10 +225,7 @@ impl Cas for GrpcApi {
             let frames = futures::stream::iter([Ok(first.data)])
                 .chain(stream.map(|m| {
                     m.map(|m| m.data).map_err(|s| {
-                        let e = ServiceError::bad_request(
-                            "body_read_failed",
-                            format!("could not read the upload stream: {}", s.message()),
-                        );
+                        let e = ServiceError::body_read_failed(s.message());
                         broken = Some(s);
                         e
                     })

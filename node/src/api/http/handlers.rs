@@ -129,11 +129,7 @@ async fn read_body(
             }
             .into()
         } else {
-            ServiceError::bad_request(
-                "body_read_failed",
-                format!("could not read the request body: {e}"),
-            )
-            .into()
+            ServiceError::body_read_failed(e).into()
         }
     })
 }
@@ -265,14 +261,9 @@ pub async fn upload_xorb(
             return Err(e);
         }
     };
-    let frames = body.into_data_stream().map(|frame| {
-        frame.map_err(|e| {
-            ServiceError::bad_request(
-                "body_read_failed",
-                format!("could not read the request body: {e}"),
-            )
-        })
-    });
+    let frames = body
+        .into_data_stream()
+        .map(|frame| frame.map_err(ServiceError::body_read_failed));
     let r = state
         .service
         .upload_xorb_stream(&caller, hash, declared_length(&headers), frames)
