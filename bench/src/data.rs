@@ -396,6 +396,19 @@ pub fn warm(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Writes out every dirty page of the machine (`sync`) and waits for it, so
+/// the transfer timed next does not pay for the writeback of the steps before
+/// it (generating a file, or another system storing a gigabyte): which system
+/// that writeback landed on would otherwise depend on the turn order.
+pub fn settle() -> io::Result<()> {
+    let status = std::process::Command::new("sync").status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!("sync failed: {status}")))
+    }
+}
+
 /// Whether two files have identical contents (read block by block).
 pub fn files_equal(a: &Path, b: &Path) -> io::Result<bool> {
     let (mut fa, mut fb) = (File::open(a)?, File::open(b)?);

@@ -18,6 +18,7 @@
 //! ```
 
 mod clients;
+mod cpu;
 mod data;
 mod link;
 mod parts;
@@ -201,6 +202,7 @@ async fn run(args: Args) -> Result<Vec<Table>> {
             changed_fraction: args.changed_percent as f64 / 100.0,
             node_log_filter: args.node_log_filter.clone(),
             link: args.link_mbit.map(link::Link::new),
+            s3_process: server.process(),
         };
         let result = run_parts(&bench, &args.parts).await;
         // Best effort: a failed part may have left objects behind.

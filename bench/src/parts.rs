@@ -7,7 +7,8 @@
 //! systems or repetitions; repetitions also use files made from different
 //! seeds. Within a repetition the systems take turns in an order rotated by
 //! one per repetition, spreading a busy moment of the shared machine over all
-//! of them.
+//! of them. Before every timed transfer the machine's dirty pages are written
+//! out, so no transfer pays for the disk writes of the steps before it.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail, ensure};
 
 use crate::clients::{Client, Tools};
+use crate::cpu::{CpuUse, Meter, Process};
 use crate::data::{self, TextEdit};
 use crate::link::{Link, LinkProxy, rewrite_url, url_addr};
 use crate::report::{Table, bytes, mb_per_s, median, median_bytes, ratio, secs, speedup, verdict};
@@ -83,6 +85,19 @@ impl Target {
 struct Subject {
     target: Target,
     system: Option<System>,
+    /// What the CPU accounting of its transfers reads (none for plain S3).
+    meter: Option<Meter>,
+}
+
+/// One timed upload.
+struct Upload {
+    /// The file hash (empty for plain S3).
+    hash: String,
+    elapsed: Duration,
+    /// Bytes the client says it sent, if it says.
+    sent: Option<u64>,
+    /// CPU used meanwhile (none for plain S3).
+    cpu: Option<CpuUse>,
 }
 
 /// Measurements of one target, one value per repetition.
@@ -92,6 +107,8 @@ struct Transfers {
     down: Vec<Duration>,
     stored: Vec<u64>,
     sent: Vec<u64>,
+    up_cpu: Vec<CpuUse>,
+    down_cpu: Vec<CpuUse>,
 }
 
 /// Everything a part needs.
@@ -122,6 +139,8 @@ pub struct Bench {
     pub node_log_filter: String,
     /// The link part 2's clients upload through (none: loopback, unshaped).
     pub link: Option<Link>,
+    /// The S3 server's process, when its CPU time can be read.
+    pub s3_process: Option<Process>,
 }
 
 /// Where a client's uploads go: a system's endpoints and the bucket of the plain-S3
@@ -130,6 +149,19 @@ struct Route {
     endpoints: Option<Endpoints>,
     bucket: Bucket,
     _proxies: Vec<LinkProxy>,
+}
+
+/// The CPU counters of `subject`'s processes (none for plain S3).
+fn read_cpu(subject: &Subject) -> Result<Option<crate::cpu::Reading>> {
+    Ok(subject.meter.as_ref().map(Meter::read).transpose()?)
+}
+
+/// The CPU `subject`'s processes used since `before`.
+fn cpu_since(subject: &Subject, before: Option<crate::cpu::Reading>) -> Result<Option<CpuUse>> {
+    let (Some(meter), Some(before)) = (&subject.meter, before) else {
+        return Ok(None);
+    };
+    Ok(Some(before.until(&meter.read()?)))
 }
 
 impl Bench {
@@ -154,7 +186,22 @@ impl Bench {
                 Some(System::Reference(ReferenceSystem::start(dir).await?))
             }
         };
-        Ok(Subject { target, system })
+        let meter = match &system {
+            Some(System::Node(node)) => node.pid().map(|pid| Meter {
+                server: Process::Pid(pid),
+                s3: self.s3_process,
+            }),
+            Some(System::Reference(_)) => Some(Meter {
+                server: Process::Own,
+                s3: None,
+            }),
+            None => None,
+        };
+        Ok(Subject {
+            target,
+            system,
+            meter,
+        })
     }
 
     /// Starts a fresh system for each target.
@@ -196,15 +243,14 @@ impl Bench {
         }
     }
 
-    /// Uploads `file` for `subject` (as baseline object `name` for plain S3);
-    /// returns the file hash (empty for S3), the time and the bytes sent if known.
+    /// Uploads `file` for `subject` (as baseline object `name` for plain S3).
     async fn upload(
         &self,
         part: &str,
         subject: &Subject,
         file: &Path,
         name: &str,
-    ) -> Result<(String, Duration, Option<u64>)> {
+    ) -> Result<Upload> {
         let route = Route {
             endpoints: subject.system.as_ref().map(|s| s.endpoints().clone()),
             bucket: self.bucket.clone(),
@@ -251,7 +297,8 @@ impl Bench {
     }
 
     /// [`Bench::upload`] along `route`. The file is read through first
-    /// ([`data::warm`]), so every system starts with it in the page cache.
+    /// ([`data::warm`]), so every system starts with it in the page cache, and
+    /// the machine's dirty pages are written out ([`data::settle`]).
     async fn upload_by(
         &self,
         route: &Route,
@@ -259,13 +306,23 @@ impl Bench {
         subject: &Subject,
         file: &Path,
         name: &str,
-    ) -> Result<(String, Duration, Option<u64>)> {
+    ) -> Result<Upload> {
         let warm = file.to_owned();
-        tokio::task::spawn_blocking(move || data::warm(&warm)).await??;
+        tokio::task::spawn_blocking(move || {
+            data::warm(&warm)?;
+            data::settle()
+        })
+        .await??;
         match (&route.endpoints, subject.target) {
             (Some(endpoints), Target::On(_, client)) => {
+                let before = read_cpu(subject)?;
                 let up = self.tools.upload(client, endpoints, file).await?;
-                Ok((up.hash, up.elapsed, up.bytes_sent))
+                Ok(Upload {
+                    hash: up.hash,
+                    elapsed: up.elapsed,
+                    sent: up.bytes_sent,
+                    cpu: cpu_since(subject, before)?,
+                })
             }
             _ => {
                 let key = format!("{}{name}", self.s3_prefix(part));
@@ -273,13 +330,19 @@ impl Bench {
                 route.bucket.put_file(&key, file).await?;
                 let elapsed = started.elapsed();
                 let size = std::fs::metadata(file)?.len();
-                Ok((String::new(), elapsed, Some(size)))
+                Ok(Upload {
+                    hash: String::new(),
+                    elapsed,
+                    sent: Some(size),
+                    cpu: None,
+                })
             }
         }
     }
 
     /// Downloads what [`Bench::upload`] stored to `out`, checks it equals
-    /// `source` and removes it; returns the download time.
+    /// `source` and removes it; returns the download time (timed once the
+    /// machine's dirty pages are written out) and the CPU used meanwhile.
     async fn download(
         &self,
         part: &str,
@@ -288,8 +351,10 @@ impl Bench {
         name: &str,
         source: &Path,
         out: &Path,
-    ) -> Result<Duration> {
+    ) -> Result<(Duration, Option<CpuUse>)> {
         let size = std::fs::metadata(source)?.len();
+        tokio::task::spawn_blocking(data::settle).await??;
+        let before = read_cpu(subject)?;
         let elapsed = match (&subject.system, subject.target) {
             (Some(system), Target::On(_, client)) => {
                 self.tools
@@ -303,6 +368,7 @@ impl Bench {
                 started.elapsed()
             }
         };
+        let cpu = cpu_since(subject, before)?;
         let (a, b) = (source.to_owned(), out.to_owned());
         let equal = tokio::task::spawn_blocking(move || data::files_equal(&a, &b)).await??;
         ensure!(
@@ -311,7 +377,7 @@ impl Bench {
             subject.target.name()
         );
         std::fs::remove_file(out)?;
-        Ok(elapsed)
+        Ok((elapsed, cpu))
     }
 
     /// Parts 1 and 4: upload and download of new data. Part 1 compares our node
@@ -346,23 +412,25 @@ impl Bench {
                 let subject = &subjects[i];
                 let name = format!("{rep}.bin");
                 let before = self.stored(&part, subject).await?;
-                let (hash, up, sent) = self.upload(&part, subject, &file, &name).await?;
+                let up = self.upload(&part, subject, &file, &name).await?;
                 let added = self.stored(&part, subject).await?.saturating_sub(before);
                 let out = self.work.join("download.out");
-                let down = self
-                    .download(&part, subject, &hash, &name, &file, &out)
+                let (down, down_cpu) = self
+                    .download(&part, subject, &up.hash, &name, &file, &out)
                     .await?;
                 let r = &mut results[i];
-                r.up.push(up);
+                r.up.push(up.elapsed);
                 r.down.push(down);
                 r.stored.push(added);
-                r.sent.extend(sent);
+                r.sent.extend(up.sent);
+                r.up_cpu.extend(up.cpu);
+                r.down_cpu.extend(down_cpu);
                 eprintln!(
                     "cas-bench: new data, rep {}/{}: {}: upload {}, download {}, stored +{}",
                     rep + 1,
                     self.reps,
                     subject.target.name(),
-                    secs(up),
+                    secs(up.elapsed),
                     secs(down),
                     bytes(added),
                 );
@@ -515,6 +583,7 @@ impl Bench {
              bench process) writes to a local directory and serves the bytes itself, \
              with no S3, replication or validation.",
         );
+        let cpu = self.cpu_table(find);
 
         let mut cas_vs_hf = Table::new(
             format!(
@@ -560,7 +629,76 @@ impl Bench {
                 ]);
             }
         }
-        vec![same_client, cas_vs_hf]
+        vec![same_client, cas_vs_hf, cpu]
+    }
+
+    /// Part 4's CPU table: for each client and server, the CPU time the client,
+    /// the server and the S3 server used during the transfers of table 4a.
+    fn cpu_table<'a>(&self, find: &impl Fn(Target) -> Option<&'a Transfers>) -> Table {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut table = Table::new(
+            format!(
+                "4c. CPU time during the transfers of 4a (seconds of CPU, median of {}, on {cores} cores)",
+                self.reps
+            ),
+            &[
+                "client",
+                "server",
+                "operation",
+                "wall time",
+                "client CPU",
+                "server CPU",
+                "S3 server CPU",
+                "all CPU",
+                "cores busy",
+            ],
+        );
+        let cpu_secs = |d: Duration| format!("{:.2}", d.as_secs_f64());
+        for client in [Client::HfXet, Client::CasHttp] {
+            for server in [Server::Node, Server::Reference] {
+                let Some(t) = find(Target::On(server, client)) else {
+                    continue;
+                };
+                for (operation, wall, cpu) in [
+                    ("upload", &t.up, &t.up_cpu),
+                    ("download", &t.down, &t.down_cpu),
+                ] {
+                    if cpu.is_empty() {
+                        continue;
+                    }
+                    let column =
+                        |f: fn(&CpuUse) -> Duration| median(&cpu.iter().map(f).collect::<Vec<_>>());
+                    let s3: Vec<Duration> = cpu.iter().filter_map(|c| c.s3).collect();
+                    let (wall, all) = (median(wall), column(|c| c.total()));
+                    table.row(vec![
+                        client.name().into(),
+                        server.name().into(),
+                        operation.into(),
+                        secs(wall),
+                        cpu_secs(column(|c| c.client)),
+                        cpu_secs(column(|c| c.server)),
+                        if s3.is_empty() {
+                            "—".into()
+                        } else {
+                            cpu_secs(median(&s3))
+                        },
+                        cpu_secs(all),
+                        format!("{:.2}", all.as_secs_f64() / wall.as_secs_f64()),
+                    ]);
+                }
+            }
+        }
+        table.note(
+            "User + system time from /proc, read just before and after each transfer: \
+             the client process (counted when it exits), the `cas-node` process or, for \
+             the reference server, the bench process it runs in, and the S3 server's \
+             process (Garage's; the bench's for the embedded s3s-fs; — where it is not \
+             measured, or not used). Client, node and \
+             Garage share the machine's cores, so whatever CPU the S3 server and the \
+             node take during an upload is taken from the client; \"cores busy\" near \
+             the core count means the transfer was CPU-bound.",
+        );
+        table
     }
 
     /// Part 2: first upload of a text file, then re-uploads of two edited
@@ -616,7 +754,9 @@ impl Bench {
                     }
                     place(file)?;
                     let before = self.stored(&part, subject).await?;
-                    let (_, up, sent) = self
+                    let Upload {
+                        elapsed: up, sent, ..
+                    } = self
                         .upload_by(&route, &part, subject, &working, &name)
                         .await?;
                     let added = self.stored(&part, subject).await?.saturating_sub(before);
@@ -777,10 +917,10 @@ impl Bench {
             let mut stored = Vec::new();
             let mut times = Vec::new();
             for (v, file) in files.iter().enumerate() {
-                let (_, up, _) = self
+                let up = self
                     .upload(PART, subject, file, &format!("v{}.safetensors", v + 1))
                     .await?;
-                times.push(up);
+                times.push(up.elapsed);
                 stored.push(self.stored(PART, subject).await?);
             }
             eprintln!(

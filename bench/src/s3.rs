@@ -20,6 +20,8 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use futures::{StreamExt as _, TryStreamExt as _, stream};
 use tokio::io::AsyncWriteExt as _;
 
+use crate::cpu::Process;
+
 /// Part size of the baseline's multipart uploads (what a Git LFS server's
 /// S3 backend typically uses).
 pub const PART_SIZE: u64 = 16 << 20;
@@ -98,6 +100,18 @@ pub enum S3Server {
         /// Stops serving when dropped.
         _server: cas_node::store::LocalS3,
     },
+}
+
+impl S3Server {
+    /// Its process, for CPU accounting: Garage's, this one for the embedded
+    /// server, none for a server elsewhere.
+    pub fn process(&self) -> Option<Process> {
+        match self {
+            S3Server::Garage { _guard: guard } => guard.pid().map(Process::Pid),
+            S3Server::External => None,
+            S3Server::Embedded { .. } => Some(Process::Own),
+        }
+    }
 }
 
 /// Starts (or finds) the S3 server of `kind`; `dir` holds its data.
@@ -207,6 +221,17 @@ impl GarageGuard {
             secret_access_key: var("GARAGE_DEFAULT_SECRET_KEY")?,
         };
         Ok((guard, location))
+    }
+}
+
+impl GarageGuard {
+    /// The Garage process (`garage.sh start` writes it to `DIR/garage.pid`).
+    fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.join("garage.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 }
 

@@ -143,6 +143,11 @@ impl NodeSystem {
         Ok(node)
     }
 
+    /// Its process id (none once stopped).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Polls `/healthz` until it answers 200, the process exits, or the start timeout passes.
     async fn wait_healthy(&mut self) -> Result<()> {
         let url = format!("{}/healthz", self.endpoints.http);
