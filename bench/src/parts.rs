@@ -93,6 +93,7 @@ struct Subject {
 struct Upload {
     /// The file hash (empty for plain S3).
     hash: String,
+    /// Wall time of the transfer.
     elapsed: Duration,
     /// Bytes the client says it sent, if it says.
     sent: Option<u64>,
@@ -696,7 +697,10 @@ impl Bench {
              measured, or not used). Client, node and \
              Garage share the machine's cores, so whatever CPU the S3 server and the \
              node take during an upload is taken from the client; \"cores busy\" near \
-             the core count means the transfer was CPU-bound.",
+             the core count means the transfer was CPU-bound. Each column is a median \
+             of its own (all CPU: of the per-run totals). Work a process does after the \
+             client exits and kernel threads (writeback) are not counted: cores busy is \
+             a lower bound.",
         );
         table
     }
