@@ -91,6 +91,11 @@ pub fn chunk_byte_range(all: &[ChunkInfo], chunks: Range<usize>) -> Option<Range
     Some(first.serialized_offset..last.serialized_range().end)
 }
 
+/// The uncompressed length of a whole xorb made of `all` (where its last chunk ends).
+pub fn xorb_raw_len(all: &[ChunkInfo]) -> usize {
+    all.last().map_or(0, |c| c.uncompressed_range().end)
+}
+
 /// The uncompressed length of chunks `chunks`, or `None` if out of bounds.
 pub fn chunk_range_len(all: &[ChunkInfo], chunks: Range<usize>) -> Option<usize> {
     Some(all.get(chunks)?.iter().map(|c| c.uncompressed_len).sum())
@@ -115,7 +120,7 @@ impl SerializedXorb {
 
     /// Total uncompressed length of the chunks.
     pub fn raw_len(&self) -> usize {
-        self.chunks.last().map_or(0, |c| c.uncompressed_range().end)
+        xorb_raw_len(&self.chunks)
     }
 
     /// The storage footer describing this xorb.

@@ -12,7 +12,7 @@ use crate::merkle::xorb_hash;
 
 use super::footer::XorbFooter;
 use super::parse::{ChunkDecoder, ChunkRecords};
-use super::{ChunkInfo, chunk_byte_range};
+use super::{ChunkInfo, chunk_byte_range, xorb_raw_len};
 
 /// A fully checked xorb.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +35,7 @@ impl ParsedXorb {
 
     /// Total uncompressed length of the chunks.
     pub fn raw_len(&self) -> usize {
-        self.chunks.last().map_or(0, |c| c.uncompressed_range().end)
+        xorb_raw_len(&self.chunks)
     }
 
     /// The footer to store with this xorb: the parsed one if present (keeping
