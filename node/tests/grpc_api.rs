@@ -339,13 +339,23 @@ async fn grpc_refuses_bad_input_with_stable_codes_and_keeps_nothing() {
         "refused input left objects behind"
     );
 
-    // A valid xorb of 30 MB streamed in 1 MiB messages without announcing its
-    // size: stored once all of it checked out.
+    // A valid xorb of 30 MB streamed in messages of 1 MiB, 5 MiB (more than a
+    // check batch) and 300 kB without announcing its size: stored once all of
+    // it checked out.
     let data = random_bytes(30_000_000, 8);
     let mut session = UploadSession::new();
     session.add_file(&data, &chunk_and_hash(&data)).unwrap();
     let big = session.finish().unwrap().xorbs.remove(0);
-    let pieces = big.bytes.chunks(1 << 20).map(Bytes::copy_from_slice);
+    let mut pieces = Vec::new();
+    let mut rest = &big.bytes[..];
+    for size in [1 << 20, (5 << 20) + 3, 300_001].into_iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (piece, after) = rest.split_at(size.min(rest.len()));
+        pieces.push(Bytes::copy_from_slice(piece));
+        rest = after;
+    }
     let parts = xorb_messages(&big.hash, pieces, 0);
     let stored = stub
         .upload_xorb(authed(futures::stream::iter(parts), &node.token))

@@ -219,40 +219,42 @@ where
     let mut pending = BytesMut::new();
     while let Some(frame) = body.next().await {
         let frame = frame?;
-        if validator.footer_started() {
-            // No footer is longer; the rest is only counted (against the limit).
-            if pending.len() + frame.len() > MAX_FOOTER_LEN {
-                return Err(cas_core::Error::MalformedXorb(format!(
-                    "footer longer than the {MAX_FOOTER_LEN} bytes of the largest xorb's"
-                ))
-                .into());
+        // Every frame is copied into the batch, a batch's worth at a time: a
+        // frame is a slice of its transport's buffer (a gRPC message's data of
+        // the whole message), which keeping it would keep alive; the copy
+        // bounds an upload's memory by the bytes it sent.
+        for piece in frame.chunks(CHECK_BATCH_BYTES) {
+            if validator.footer_started() {
+                // No footer is longer; the rest is only counted (against the limit).
+                if pending.len() + piece.len() > MAX_FOOTER_LEN {
+                    return Err(cas_core::Error::MalformedXorb(format!(
+                        "footer longer than the {MAX_FOOTER_LEN} bytes of the largest xorb's"
+                    ))
+                    .into());
+                }
+                pending.extend_from_slice(piece);
+                continue;
             }
-            pending.extend_from_slice(&frame);
-            continue;
-        }
-        let batch = if pending.is_empty() && frame.len() >= CHECK_BATCH_BYTES {
-            frame
-        } else {
             if pending.is_empty() {
                 pending.reserve(BATCH_CAPACITY);
             }
-            pending.extend_from_slice(&frame);
+            pending.extend_from_slice(piece);
             if pending.len() < CHECK_BATCH_BYTES {
                 continue;
             }
-            std::mem::take(&mut pending).freeze()
-        };
-        let (back, checked) = blocking(move || {
-            let checked = validator.check_records(&batch);
-            (validator, checked.map(|n| (n, batch)))
-        })
-        .await?;
-        validator = back;
-        let (n, batch) = checked?;
-        // The start of a record still arriving (less than one record), or of the footer.
-        pending.reserve(BATCH_CAPACITY);
-        pending.extend_from_slice(&batch[n..]);
-        writer.write(batch.slice(..n)).await?;
+            let batch = std::mem::take(&mut pending).freeze();
+            let (back, checked) = blocking(move || {
+                let checked = validator.check_records(&batch);
+                (validator, checked.map(|n| (n, batch)))
+            })
+            .await?;
+            validator = back;
+            let (n, batch) = checked?;
+            // The start of a record still arriving (less than one record), or of the footer.
+            pending.reserve(BATCH_CAPACITY);
+            pending.extend_from_slice(&batch[n..]);
+            writer.write(batch.slice(..n)).await?;
+        }
     }
     let rest = pending.freeze();
     let (parsed, rest) = blocking(move || {
