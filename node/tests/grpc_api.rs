@@ -298,17 +298,25 @@ async fn grpc_refuses_bad_input_with_stable_codes_and_keeps_nothing() {
     // Streams that start like a footer: longer than any footer is malformed
     // (the rest is still read, to the limit); past the size limit, or
     // announcing more than it (refused before its bytes are read), too large.
-    let mut first = vec![0u8; 1 << 20];
-    first[..7].copy_from_slice(b"XETBLOB");
+    // (A first message of 6 MiB: more than a check batch of footer at once.)
     let part = Bytes::from(vec![0u8; 1 << 20]);
     let cases = [
-        (0, 2, Code::InvalidArgument, "malformed_xorb"),
-        (0, 70, Code::ResourceExhausted, "body_too_large"),
-        (70 << 20, 1, Code::ResourceExhausted, "body_too_large"),
+        (0, 1 << 20, 2, Code::InvalidArgument, "malformed_xorb"),
+        (0, 6 << 20, 1, Code::InvalidArgument, "malformed_xorb"),
+        (0, 1 << 20, 70, Code::ResourceExhausted, "body_too_large"),
+        (
+            70 << 20,
+            1 << 20,
+            1,
+            Code::ResourceExhausted,
+            "body_too_large",
+        ),
     ];
-    for (size, parts, code, stable) in cases {
-        let pieces = std::iter::once(Bytes::from(first.clone()))
-            .chain(std::iter::repeat_n(part.clone(), parts - 1));
+    for (size, first_len, parts, code, stable) in cases {
+        let mut first = vec![0u8; first_len];
+        first[..7].copy_from_slice(b"XETBLOB");
+        let pieces =
+            std::iter::once(Bytes::from(first)).chain(std::iter::repeat_n(part.clone(), parts - 1));
         let parts = xorb_messages(&MerkleHash([6; 32]), pieces, size);
         let e = stub
             .upload_xorb(authed(futures::stream::iter(parts), &node.token))
@@ -363,6 +371,28 @@ async fn grpc_refuses_bad_input_with_stable_codes_and_keeps_nothing() {
         .expect("streamed upload");
     assert!(stored.into_inner().inserted);
     assert_eq!(write.has_xorbs(&[big.hash]).await.unwrap(), vec![true]);
+    assert!(node.stored_xorb(&big.hash) == big.to_bytes_with_footer());
+
+    // A xorb sent with its own footer in one message, the footer starting 100
+    // bytes before the end of the first check batch (2 MiB): 32 records of
+    // 64 KiB, the last 100 bytes short, of random (so uncompressed) chunks.
+    // The rest of the footer arrives in the same message as the batch.
+    let mut builder = cas_core::xorb::XorbBuilder::new();
+    for i in 0..32u64 {
+        let len = (64 << 10) - 8 - if i == 31 { 100 } else { 0 };
+        let added = builder.add_chunk(&random_bytes(len, 100 + i)).unwrap();
+        assert_eq!(added, cas_core::xorb::AddChunk::Added(i as usize));
+    }
+    let x = builder.finish().unwrap();
+    assert_eq!(x.bytes.len(), (2 << 20) - 100, "records of 64 KiB");
+    let with_footer = x.to_bytes_with_footer();
+    let parts = xorb_messages(&x.hash, [Bytes::from(with_footer.clone())], 0);
+    let stored = stub
+        .upload_xorb(authed(futures::stream::iter(parts), &node.token))
+        .await
+        .expect("xorb with its footer");
+    assert!(stored.into_inner().inserted);
+    assert!(node.stored_xorb(&x.hash) == with_footer);
 }
 
 /// The messages of a xorb upload: the name and the announced `size` (0: none)

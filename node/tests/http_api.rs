@@ -297,17 +297,6 @@ async fn chunked_xorb_upload(node: &DemoNode, hash: &MerkleHash, body: &[u8]) ->
     upload.answer().await
 }
 
-/// The stored object of xorb `hash` in the embedded S3 root.
-fn stored_xorb(node: &DemoNode, hash: &MerkleHash) -> Vec<u8> {
-    let hex = hash.to_hex();
-    let path = node
-        .s3_objects()
-        .into_iter()
-        .find(|p| p.ends_with(&format!("xorbs/default/{hex}")))
-        .expect("the xorb is stored");
-    std::fs::read(node.s3_root().join(path)).expect("read stored xorb")
-}
-
 fn plan_for(files: &[&[u8]], answers: &[Vec<u8>]) -> (UploadPlan, Vec<MerkleHash>) {
     let mut session = UploadSession::new();
     for a in answers {
@@ -576,11 +565,11 @@ async fn streamed_xorb_uploads_store_what_was_checked() {
     let answer = chunked_xorb_upload(&node, &x[0].hash, &with_footer).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains(r#""was_inserted":true"#), "{answer}");
-    assert!(stored_xorb(&node, &x[0].hash) == with_footer);
+    assert!(node.stored_xorb(&x[0].hash) == with_footer);
     // Without a footer: the node appends one.
     let answer = chunked_xorb_upload(&node, &x[1].hash, &x[1].bytes).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(stored_xorb(&node, &x[1].hash) == x[1].to_bytes_with_footer());
+    assert!(node.stored_xorb(&x[1].hash) == x[1].to_bytes_with_footer());
     for xorb in [&x[0], &x[1]] {
         let head = api.head(&format!("/v1/xorbs/default/{}", xorb.hash)).await;
         assert_eq!(head.status, 200);

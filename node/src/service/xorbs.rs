@@ -16,8 +16,9 @@
 //! part goes) rather than the whole xorb.
 
 use bytes::{Bytes, BytesMut};
+use cas_core::constants::MAX_CHUNK_COMPRESSED_LEN;
 use cas_core::hash::MerkleHash;
-use cas_core::xorb::{MAX_FOOTER_LEN, ParsedXorb, XorbValidator};
+use cas_core::xorb::{CHUNK_HEADER_LEN, MAX_FOOTER_LEN, ParsedXorb, XorbValidator};
 use cas_proto::index::{Command, RegisterXorb, command, command_result};
 use futures::{Stream, StreamExt as _};
 
@@ -39,8 +40,8 @@ pub const MAX_XORB_BATCH: usize = 4096;
 /// Bytes of an upload gathered before their records are checked: large enough
 /// that a trip to a blocking thread costs little, small against a 64 MiB xorb.
 const CHECK_BATCH_BYTES: usize = 2 * 1024 * 1024;
-/// Room reserved for a batch: the batch, the record straddling its end and a frame.
-const BATCH_CAPACITY: usize = CHECK_BATCH_BYTES + 512 * 1024;
+// A batch always holds a whole record, so a full one always checks some bytes.
+const _: () = assert!(CHUNK_HEADER_LEN + MAX_CHUNK_COMPRESSED_LEN < CHECK_BATCH_BYTES);
 
 impl CasService {
     /// Validates and stores a xorb uploaded under `hash` whose bytes are all
@@ -219,26 +220,26 @@ where
     let mut pending = BytesMut::new();
     while let Some(frame) = body.next().await {
         let frame = frame?;
-        // Every frame is copied into the batch, a batch's worth at a time: a
-        // frame is a slice of its transport's buffer (a gRPC message's data of
-        // the whole message), which keeping it would keep alive; the copy
-        // bounds an upload's memory by the bytes it sent.
-        for piece in frame.chunks(CHECK_BATCH_BYTES) {
+        // Every frame is copied into the batch, which is checked each time it
+        // is full. A frame is a slice of its transport's buffer (a gRPC
+        // message's data, of the whole message's), which keeping the frame
+        // would keep alive; so an upload holds its current frame, one batch,
+        // and the checked batches its writer has not sent yet.
+        let mut rest = &frame[..];
+        while !rest.is_empty() {
             if validator.footer_started() {
-                // No footer is longer; the rest is only counted (against the limit).
-                if pending.len() + piece.len() > MAX_FOOTER_LEN {
-                    return Err(cas_core::Error::MalformedXorb(format!(
-                        "footer longer than the {MAX_FOOTER_LEN} bytes of the largest xorb's"
-                    ))
-                    .into());
-                }
-                pending.extend_from_slice(piece);
-                continue;
+                // All that follows the records is the footer: kept, and bounded.
+                check_footer_len(pending.len() + rest.len())?;
+                pending.extend_from_slice(rest);
+                break;
             }
-            if pending.is_empty() {
-                pending.reserve(BATCH_CAPACITY);
+            if pending.capacity() == 0 {
+                pending.reserve(CHECK_BATCH_BYTES);
             }
-            pending.extend_from_slice(piece);
+            // Never 0: before the footer, less than one record is left unchecked.
+            let take = rest.len().min(CHECK_BATCH_BYTES - pending.len());
+            pending.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
             if pending.len() < CHECK_BATCH_BYTES {
                 continue;
             }
@@ -250,8 +251,13 @@ where
             .await?;
             validator = back;
             let (n, batch) = checked?;
-            // The start of a record still arriving (less than one record), or of the footer.
-            pending.reserve(BATCH_CAPACITY);
+            // The start of a record still arriving (the next batch begins
+            // with it), or all from the footer on.
+            if validator.footer_started() {
+                check_footer_len(batch.len() - n)?;
+            } else {
+                pending.reserve(CHECK_BATCH_BYTES);
+            }
             pending.extend_from_slice(&batch[n..]);
             writer.write(batch.slice(..n)).await?;
         }
@@ -271,6 +277,18 @@ where
     footer.write_to(&mut tail);
     writer.write(Bytes::from(tail)).await?;
     Ok(parsed)
+}
+
+/// Refuses a footer (all that follows the chunk records) of `len` bytes if no
+/// xorb's is that long.
+fn check_footer_len(len: usize) -> Result<(), ServiceError> {
+    if len > MAX_FOOTER_LEN {
+        return Err(cas_core::Error::MalformedXorb(format!(
+            "footer longer than the {MAX_FOOTER_LEN} bytes of the largest xorb's"
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 /// Runs CPU work (decompressing and hashing) off the I/O threads.

@@ -295,6 +295,17 @@ impl DemoNode {
     pub fn s3_objects(&self) -> BTreeSet<String> {
         files_under(&self.s3_root())
     }
+
+    /// The stored object of xorb `hash` (its bytes as the embedded S3 server holds them).
+    pub fn stored_xorb(&self, hash: &cas_core::hash::MerkleHash) -> Vec<u8> {
+        let key = format!("xorbs/default/{}", hash.to_hex());
+        let path = self
+            .s3_objects()
+            .into_iter()
+            .find(|p| p.ends_with(&key))
+            .expect("the xorb is stored");
+        std::fs::read(self.s3_root().join(path)).expect("read stored xorb")
+    }
 }
 
 impl Drop for DemoNode {
