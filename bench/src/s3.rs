@@ -222,9 +222,7 @@ impl GarageGuard {
         };
         Ok((guard, location))
     }
-}
 
-impl GarageGuard {
     /// The Garage process (`garage.sh start` writes it to `DIR/garage.pid`).
     fn pid(&self) -> Option<u32> {
         std::fs::read_to_string(self.dir.join("garage.pid"))

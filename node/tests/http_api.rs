@@ -613,12 +613,7 @@ async fn an_s3_outage_during_a_streamed_xorb_fails_it_cleanly() {
     let api = Api::new(&node);
     let (plan, _) = plan_for(&[&random_bytes(30_000_000, 50)], &[]);
     let x = &plan.xorbs[0];
-    let stored = || {
-        let hex = x.hash.to_hex();
-        support::files_under(local.root())
-            .into_iter()
-            .any(|p| p.ends_with(&format!("xorbs/default/{hex}")))
-    };
+    let stored = || support::xorb_object(local.root(), &x.hash).is_some();
 
     // Two thirds go through (parts reach S3), then S3 fails.
     let mut upload = RawUpload::start(&node, &x.hash, Some(x.bytes.len())).await;

@@ -64,8 +64,8 @@ impl CasService {
     /// More than `max_xorb_bytes` (announced or received) is refused as soon
     /// as it is known. A xorb refused for any other reason (its content, S3
     /// failing) is still read to its end (within the limit), so that the
-    /// client, still sending, gets the answer. On any error nothing is registered and nothing is stored that
-    /// did not pass every check.
+    /// client, still sending, gets the answer. On any error nothing is
+    /// registered and nothing is stored that did not pass every check.
     pub async fn upload_xorb_stream<S>(
         &self,
         caller: &Caller,

@@ -298,13 +298,9 @@ impl DemoNode {
 
     /// The stored object of xorb `hash` (its bytes as the embedded S3 server holds them).
     pub fn stored_xorb(&self, hash: &cas_core::hash::MerkleHash) -> Vec<u8> {
-        let key = format!("xorbs/default/{}", hash.to_hex());
-        let path = self
-            .s3_objects()
-            .into_iter()
-            .find(|p| p.ends_with(&key))
-            .expect("the xorb is stored");
-        std::fs::read(self.s3_root().join(path)).expect("read stored xorb")
+        let root = self.s3_root();
+        let path = xorb_object(&root, hash).expect("the xorb is stored");
+        std::fs::read(root.join(path)).expect("read stored xorb")
     }
 }
 
@@ -330,4 +326,11 @@ pub fn files_under(root: &Path) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     walk(root, root, &mut out);
     out
+}
+
+/// The file of xorb `hash`'s object under the s3s-fs root `root` (relative),
+/// if it is stored: its key is the node's own ([`cas_node::store::keys::xorb_key`]).
+pub fn xorb_object(root: &Path, hash: &cas_core::hash::MerkleHash) -> Option<String> {
+    let key = cas_node::store::keys::xorb_key(hash);
+    files_under(root).into_iter().find(|p| p.ends_with(&key))
 }
