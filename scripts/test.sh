@@ -49,11 +49,14 @@ cargo test --workspace --locked
 
 # As root, the partition and leader-kill scenarios again with each region in its
 # own network namespace: the kernel drops the packets of a cut (iptables).
+# Built for the whole workspace, as above, so they reuse that build: one
+# package alone unifies its dependencies' features differently and would
+# build most of them (RocksDB's C++ included) once more, ~16 minutes cold.
 if [ "$(id -u)" -eq 0 ] && ip netns add "cas-probe-$$" 2>/dev/null; then
   ip netns delete "cas-probe-$$"
   echo "== cluster scenarios in network namespaces (CAS_CLUSTER_NET=netns)"
-  CAS_CLUSTER_NET=netns cargo test -p cas-cluster-tests --test netns --locked -- --nocapture
-  CAS_CLUSTER_NET=netns cargo test -p cas-cluster-tests --test scenarios --locked -- \
+  CAS_CLUSTER_NET=netns cargo test --workspace --test netns --locked -- --nocapture
+  CAS_CLUSTER_NET=netns cargo test --workspace --test scenarios --locked -- \
     minority_region_partitioned_away_and_healed leader_kill_9_under_load
 else
   echo "== cluster scenarios in network namespaces skipped (needs root and ip netns)"
