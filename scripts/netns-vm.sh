@@ -27,7 +27,7 @@ KPKG="$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-i
 KVER="$(ls "$WORK/k/lib/modules")"
 
 echo "== test binary"
-TEST="$(cargo test -p cas-cluster-tests --test netns --no-run --message-format=json \
+TEST="$(cargo test --workspace --test netns --no-run --message-format=json \
   | python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
