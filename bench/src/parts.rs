@@ -584,6 +584,12 @@ impl Bench {
              bench process) writes to a local directory and serves the bytes itself, \
              with no S3, replication or validation.",
         );
+        if let Some(spread) = find(Target::On(Server::Node, Client::HfXet))
+            .zip(find(Target::On(Server::Reference, Client::HfXet)))
+            .and_then(|(node, reference)| upload_spread(node, reference))
+        {
+            same_client.note(spread.describe());
+        }
         let cpu = self.cpu_table(find);
 
         let mut cas_vs_hf = Table::new(
@@ -1003,5 +1009,120 @@ impl Bench {
              informative only).",
         );
         Ok(table)
+    }
+}
+
+/// How one client's uploads to our node and to the reference compared, over
+/// the repetitions (each repetition pairs one upload to each server).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct UploadSpread {
+    /// Lowest and highest of our node's upload time over the reference's.
+    time: (f64, f64),
+    /// Lowest and highest of the client's and the S3 server's CPU (the node's
+    /// own left out) over the reference side's whole CPU, when measured.
+    without_node: Option<(f64, f64)>,
+}
+
+impl UploadSpread {
+    /// A sentence for table 4a.
+    fn describe(&self) -> String {
+        let range = |(lo, hi): (f64, f64)| format!("{}-{}", ratio(lo), ratio(hi));
+        let mut text = format!(
+            "hf_xet upload, per repetition: our node's time was {} the reference's.",
+            range(self.time)
+        );
+        if let Some(cpu) = self.without_node {
+            text.push_str(&format!(
+                " Leaving out the node's own CPU, hf_xet and the S3 server used {} the CPU \
+                 of hf_xet and the reference server: on cores this busy (table 4c), about \
+                 the ratio a node that took no CPU at all would reach.",
+                range(cpu)
+            ));
+        }
+        text
+    }
+}
+
+/// The spread of `node` against `reference` uploads, paired by repetition;
+/// `None` when no pair was measured.
+fn upload_spread(node: &Transfers, reference: &Transfers) -> Option<UploadSpread> {
+    let time = min_max(
+        node.up
+            .iter()
+            .zip(&reference.up)
+            .map(|(ours, theirs)| ours.as_secs_f64() / theirs.as_secs_f64()),
+    )?;
+    let without_node = min_max(node.up_cpu.iter().zip(&reference.up_cpu).filter_map(
+        |(ours, theirs)| {
+            Some((ours.client + ours.s3?).as_secs_f64() / theirs.total().as_secs_f64())
+        },
+    ));
+    Some(UploadSpread { time, without_node })
+}
+
+/// The lowest and highest finite value, if any.
+fn min_max(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
+    values
+        .filter(|v| v.is_finite())
+        .fold(None, |range, v| match range {
+            None => Some((v, v)),
+            Some((lo, hi)) => Some((f64::min(lo, v), f64::max(hi, v))),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cpu(client: u64, server: u64, s3: Option<u64>) -> CpuUse {
+        let ms = Duration::from_millis;
+        CpuUse {
+            client: ms(client),
+            server: ms(server),
+            s3: s3.map(ms),
+        }
+    }
+
+    fn uploads(times: &[u64], cpus: Vec<CpuUse>) -> Transfers {
+        Transfers {
+            up: times.iter().copied().map(Duration::from_millis).collect(),
+            up_cpu: cpus,
+            ..Transfers::default()
+        }
+    }
+
+    #[test]
+    fn spread_pairs_repetitions_and_leaves_out_the_node() {
+        let node = uploads(
+            &[5000, 6000],
+            vec![cpu(3000, 1000, Some(5000)), cpu(3000, 2000, Some(6000))],
+        );
+        let reference = uploads(
+            &[4000, 4000],
+            vec![cpu(3000, 4000, None), cpu(3000, 3000, None)],
+        );
+        let spread = upload_spread(&node, &reference).unwrap();
+        assert_eq!(spread.time, (1.25, 1.5));
+        // (3 + 5) / 7 and (3 + 6) / 6: the node's 1 s and 2 s are not counted.
+        let (lo, hi) = spread.without_node.unwrap();
+        assert!(
+            (lo - 8.0 / 7.0).abs() < 1e-9 && (hi - 1.5).abs() < 1e-9,
+            "{lo} {hi}"
+        );
+        let text = spread.describe();
+        assert!(text.contains("1.25x-1.50x"), "{text}");
+        assert!(text.contains("1.14x-1.50x"), "{text}");
+    }
+
+    #[test]
+    fn spread_needs_a_pair_and_skips_unmeasured_cpu() {
+        let none = uploads(&[], vec![]);
+        let one = uploads(&[5000], vec![cpu(1000, 1000, None)]);
+        assert_eq!(upload_spread(&none, &one), None);
+        let spread = upload_spread(&one, &one).unwrap();
+        assert_eq!(spread.time, (1.0, 1.0));
+        // Without the S3 server's CPU there is nothing to leave the node out of.
+        assert_eq!(spread.without_node, None);
+        assert!(!spread.describe().contains("Leaving out"));
     }
 }
