@@ -1034,8 +1034,9 @@ impl UploadSpread {
         if let Some(cpu) = self.without_node {
             text.push_str(&format!(
                 " Leaving out the node's own CPU, hf_xet and the S3 server used {} the CPU \
-                 of hf_xet and the reference server: on cores this busy (table 4c), about \
-                 the ratio a node that took no CPU at all would reach.",
+                 of hf_xet and the reference server. While the uploads are CPU-bound \
+                 (cores busy near the core count in table 4c), that is about the ratio \
+                 a node that took no CPU at all would reach.",
                 range(cpu)
             ));
         }
