@@ -588,7 +588,7 @@ impl Bench {
             .zip(find(Target::On(Server::Reference, Client::HfXet)))
             .and_then(|(node, reference)| upload_spread(node, reference))
         {
-            same_client.note(spread.describe());
+            same_client.note(spread.describe(Client::HfXet));
         }
         let cpu = self.cpu_table(find);
 
@@ -1024,20 +1024,22 @@ struct UploadSpread {
 }
 
 impl UploadSpread {
-    /// A sentence for table 4a.
-    fn describe(&self) -> String {
+    /// A sentence for table 4a about `client`'s uploads.
+    fn describe(&self, client: Client) -> String {
         let range = |(lo, hi): (f64, f64)| format!("{}-{}", ratio(lo), ratio(hi));
         let mut text = format!(
-            "hf_xet upload, per repetition: our node's time was {} the reference's.",
+            "{} upload, per repetition: our node's time was {} the reference's.",
+            client.name(),
             range(self.time)
         );
         if let Some(cpu) = self.without_node {
             text.push_str(&format!(
-                " Leaving out the node's own CPU, hf_xet and the S3 server used {} the CPU \
-                 of hf_xet and the reference server. While the uploads are CPU-bound \
+                " Leaving out the node's own CPU, {client} and the S3 server used {} the CPU \
+                 of {client} and the reference server. While the uploads are CPU-bound \
                  (cores busy near the core count in table 4c), that is about the ratio \
                  a node that took no CPU at all would reach.",
-                range(cpu)
+                range(cpu),
+                client = client.name(),
             ));
         }
         text
@@ -1110,7 +1112,8 @@ mod tests {
             (lo - 8.0 / 7.0).abs() < 1e-9 && (hi - 1.5).abs() < 1e-9,
             "{lo} {hi}"
         );
-        let text = spread.describe();
+        let text = spread.describe(Client::HfXet);
+        assert!(text.starts_with("hf_xet upload"), "{text}");
         assert!(text.contains("1.25x-1.50x"), "{text}");
         assert!(text.contains("1.14x-1.50x"), "{text}");
     }
@@ -1124,6 +1127,6 @@ mod tests {
         assert_eq!(spread.time, (1.0, 1.0));
         // Without the S3 server's CPU there is nothing to leave the node out of.
         assert_eq!(spread.without_node, None);
-        assert!(!spread.describe().contains("Leaving out"));
+        assert!(!spread.describe(Client::CasHttp).contains("Leaving out"));
     }
 }
